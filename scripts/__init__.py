@@ -1,0 +1,1 @@
+"""XUNet MONAI bundle: networks (``scripts.networks``) and the bundle's helpers."""

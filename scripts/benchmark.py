@@ -1,0 +1,231 @@
+"""Speed and memory of XUNet's fast cross-level path against the straightforward one and MONAI's BasicUNet.
+
+    python -m scripts.benchmark run                       # all settings, writes docs/benchmarks.{md,json}
+    python -m scripts.benchmark run --settings "['2d']" --repeats 2 --bundle_epoch False   # quicker
+
+Each measurement runs in a fresh child process (so peak memory is its own): a warm-up pass, then
+``repeats`` timed passes; the median is reported. Peak memory is the CUDA allocator's peak on a GPU and, on
+the CPU, the growth of the process's peak resident memory over its size after building the model and the
+input (``ru_maxrss``), so it counts activations, gradients and workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fire
+import torch
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+SEED_FEATURES = (64, 64, 128, 256, 512, 64)
+DEFAULT_FEATURES = (32, 32, 64, 128, 256, 32)
+
+
+def _bundle_setting() -> dict:
+    config = json.loads((BUNDLE_ROOT / "configs" / "train.json").read_text())
+    return {
+        "name": "bundle",
+        "description": "bundle training patch and batch (configs/train.json)",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": config["num_classes"],
+        "shape": [config["batch_size"] * config["samples_per_volume"], 1, *config["patch_size"]],
+        "features": config["network_options"]["xunet"]["features"],
+    }
+
+
+SETTINGS = {
+    "2d": {"name": "2d", "description": "2D 256x256, batch 4, seed features", "spatial_dims": 2, "in_channels": 1,
+           "out_channels": 1, "shape": [4, 1, 256, 256], "features": list(SEED_FEATURES)},
+    "3d": {"name": "3d", "description": "3D 96^3, batch 1, default features", "spatial_dims": 3, "in_channels": 1,
+           "out_channels": 3, "shape": [1, 1, 96, 96, 96], "features": list(DEFAULT_FEATURES)},
+}
+NETWORKS = ("basicunet", "xunet_straightforward", "xunet_fast")
+
+
+def _build(network: str, setting: dict) -> torch.nn.Module:
+    from scripts.networks import BasicUNet, XUNet
+
+    args = dict(spatial_dims=setting["spatial_dims"], in_channels=setting["in_channels"],
+                out_channels=setting["out_channels"], features=tuple(setting["features"]))
+    if network == "basicunet":
+        return BasicUNet(**args)
+    return XUNet(**args, fast=(network == "xunet_fast"))
+
+
+def _peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(network: str, setting: str, mode: str, repeats: int = 3, device: str = "auto") -> dict:
+    """One measurement (used by :func:`run` in a child process): ``mode`` is "forward" or "train"."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    cfg = _bundle_setting() if setting == "bundle" else SETTINGS[setting]
+    torch.manual_seed(0)
+    net = _build(network, cfg).to(dev)
+    x = torch.randn(cfg["shape"], device=dev)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-6)
+
+    def step():
+        if mode == "forward":
+            net.eval()
+            with torch.no_grad():
+                net(x)
+        else:
+            net.train()
+            optimizer.zero_grad(set_to_none=True)
+            net(x).float().mean().backward()
+            optimizer.step()
+
+    _sync(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    base = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else _peak_bytes(dev)
+    step()  # warm-up (also the peak-memory pass)
+    _sync(dev)
+    peak = _peak_bytes(dev) - base
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        _sync(dev)
+        times.append(time.perf_counter() - start)
+    return {"network": network, "setting": setting, "mode": mode, "median_s": statistics.median(times),
+            "times_s": times, "peak_mem_mb": peak / 2**20, "device": str(dev)}
+
+
+def _child(network: str, setting: str, mode: str, repeats: int, device: str) -> dict:
+    cmd = [sys.executable, "-m", "scripts.benchmark", "measure", network, setting, mode, f"--repeats={repeats}",
+           f"--device={device}"]
+    out = subprocess.run(cmd, cwd=BUNDLE_ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bundle_timings(dataset_dir: str, repeats_volumes: int = 10) -> dict:
+    """The bundle's training epoch time and per-volume sliding-window inference time, fast vs straightforward.
+
+    One epoch of ``configs/train.json`` (validation off) on the data at ``dataset_dir``, and inference of
+    ``repeats_volumes`` validation volumes with the bundle's SlidingWindowInferer.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    results = {}
+    for fast in (False, True):
+        overrides = {
+            "dataset_dir": dataset_dir, "bundle_root": str(BUNDLE_ROOT), "ckpt_dir": "/tmp/xunet_benchmark/models",
+            "tensorboard_dir": "/tmp/xunet_benchmark/runs", "val_interval": 10**6, "download": False,
+            "train#trainer#max_epochs": 1,
+        }
+        workflow = ConfigWorkflow(config_file=str(BUNDLE_ROOT / "configs" / "train.json"),
+                                  meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"), workflow_type="train",
+                                  **overrides)
+        workflow.initialize()
+        network = workflow.parser.get_parsed_content("network")
+        network.set_fast(fast)
+        start = time.perf_counter()
+        workflow.run()
+        epoch_s = time.perf_counter() - start
+        network.eval()
+        inferer = workflow.parser.get_parsed_content("validate#inferer")
+        dataset = workflow.parser.get_parsed_content("validate#dataset")
+        per_volume = []
+        with torch.no_grad():
+            for i in range(min(repeats_volumes, len(dataset))):
+                image = dataset[i]["image"][None].to(workflow.parser.get_parsed_content("device"))
+                start = time.perf_counter()
+                inferer(image, network)
+                per_volume.append(time.perf_counter() - start)
+        workflow.finalize()
+        results["fast" if fast else "straightforward"] = {
+            "epoch_s": epoch_s, "inference_per_volume_s": statistics.median(per_volume),
+            "volumes": len(per_volume), "train_cases": len(workflow.parser.get_parsed_content("train#dataset")),
+        }
+    return results
+
+
+def _format(rows: list[dict], bundle: dict | None, meta: dict) -> str:
+    lines = ["# XUNet benchmarks", "",
+             f"Produced by `{meta['command']}` on {meta['device']} ({meta['cpu_threads']} threads), "
+             f"torch {meta['torch']}, {meta['date']}. Median of {meta['repeats']} timed runs after one warm-up; "
+             "each measurement in a fresh process. Ratios are to MONAI BasicUNet at the same setting. "
+             f"Peak memory: {meta['memory_note']}", ""]
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        cfg = _bundle_setting() if setting == "bundle" else SETTINGS[setting]
+        lines += [f"## {cfg['description']}: input {cfg['shape']}, features {list(cfg['features'])}", "",
+                  "| network | forward s | x BasicUNet | forward+backward s | x BasicUNet | train peak MB | x BasicUNet |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        by = {(r["network"], r["mode"]): r for r in rows if r["setting"] == setting}
+        for net in NETWORKS:
+            f, t = by.get((net, "forward")), by.get((net, "train"))
+            if not f or not t:
+                continue
+            bf, bt = by[("basicunet", "forward")], by[("basicunet", "train")]
+            lines.append(f"| {net} | {f['median_s']:.3f} | {f['median_s'] / bf['median_s']:.2f} | "
+                         f"{t['median_s']:.3f} | {t['median_s'] / bt['median_s']:.2f} | {t['peak_mem_mb']:.0f} | "
+                         f"{t['peak_mem_mb'] / max(bt['peak_mem_mb'], 1e-9):.2f} |")
+        slow, fast = by.get(("xunet_straightforward", "train")), by.get(("xunet_fast", "train"))
+        slow_f, fast_f = by.get(("xunet_straightforward", "forward")), by.get(("xunet_fast", "forward"))
+        if slow and fast:
+            lines += ["", f"Fast vs straightforward XUNet: forward {slow_f['median_s'] / fast_f['median_s']:.2f}x "
+                          f"faster, forward+backward {slow['median_s'] / fast['median_s']:.2f}x faster.", ""]
+    if bundle:
+        s, f = bundle["straightforward"], bundle["fast"]
+        lines += ["## The bundle (configs/train.json on MSD Task04 Hippocampus)", "",
+                  "| XUNet path | training epoch s | inference per volume s |", "|---|---:|---:|",
+                  f"| straightforward | {s['epoch_s']:.1f} | {s['inference_per_volume_s']:.3f} |",
+                  f"| fast | {f['epoch_s']:.1f} | {f['inference_per_volume_s']:.3f} |", "",
+                  f"One epoch = {f['train_cases']} training cases; inference = median over {f['volumes']} "
+                  "validation volumes with the bundle's SlidingWindowInferer.", ""]
+    return "\n".join(lines)
+
+
+def run(settings=("2d", "3d", "bundle"), repeats: int = 3, device: str = "auto", bundle_epoch: bool = True,
+        dataset_dir: str | None = None, out_md: str = "docs/benchmarks.md", out_json: str = "docs/benchmarks.json"):
+    """Measure every network at every setting, print the table and write ``out_md`` and ``out_json``."""
+    rows = []
+    for setting in settings:
+        for network in NETWORKS:
+            for mode in ("forward", "train"):
+                row = _child(network, setting, mode, repeats, device)
+                print(f"{setting:7s} {network:22s} {mode:8s} {row['median_s']:8.3f} s  {row['peak_mem_mb']:8.0f} MB",
+                      flush=True)
+                rows.append(row)
+    bundle = None
+    if bundle_epoch:
+        data = dataset_dir or str(BUNDLE_ROOT.parent / "shared" / "data" / "Task04_Hippocampus")
+        bundle = bundle_timings(data)
+    meta = {
+        "command": "python -m scripts.benchmark run " + " ".join(sys.argv[2:]),
+        "device": rows[0]["device"] if rows[0]["device"] != "cpu" else f"CPU ({platform.processor() or platform.machine()})",
+        "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": repeats,
+        "date": time.strftime("%Y-%m-%d"),
+        "memory_note": "CUDA max_memory_allocated" if rows[0]["device"].startswith("cuda") else
+        "growth of peak RSS over the process size after building model and input (CPU)",
+    }
+    text = _format(rows, bundle, meta)
+    print(text)
+    Path(BUNDLE_ROOT / out_md).write_text(text + "\n")
+    Path(BUNDLE_ROOT / out_json).write_text(json.dumps({"meta": meta, "rows": rows, "bundle": bundle}, indent=1) + "\n")
+    return None
+
+
+if __name__ == "__main__":
+    # `measure` prints one JSON line for the parent process; `run` prints the table.
+    fire.Fire({"run": run, "measure": lambda *a, **k: print(json.dumps(measure(*a, **k))),
+               "bundle": lambda dataset_dir: print(json.dumps(bundle_timings(dataset_dir), indent=1))})

@@ -1,0 +1,33 @@
+"""Checks run by the configs' ``initialize`` step, so a user's mistake stops the run with a message that
+names the setting and the fix, before any work is done and before anything is written."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+
+def require_file(path: str | os.PathLike, setting: str, fix: str) -> Path:
+    """Stop with a FileNotFoundError naming ``setting`` and ``fix`` unless ``path`` is a file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"'{path}' does not exist (config id '{setting}'): {fix}.")
+    return path
+
+
+def check_output_dir(output_dir: str | os.PathLike, datalist: Iterable[Mapping[str, str]]) -> Path:
+    """Refuse an ``output_dir`` that holds the input images: predictions keep the input's file name, so writing
+    there would overwrite the user's images."""
+    out = Path(output_dir).expanduser().absolute()
+    for item in datalist:
+        for value in item.values():
+            if not isinstance(value, (str, os.PathLike)):
+                continue
+            target = out / Path(value).name
+            if target.exists() and os.path.samefile(target, value):
+                raise ValueError(
+                    f"output_dir '{out}' holds the input image '{value}': predictions are saved under the input's "
+                    "file name and would overwrite it. Pass another --output_dir."
+                )
+    return out

@@ -1,0 +1,145 @@
+"""Data lists for the bundle: MSD Task04 Hippocampus (or any MSD-layout task) with a patient-level split.
+
+The configs call :func:`msd_datalist` for the training and validation lists. Each MSD case is one patient,
+so splitting cases is splitting patients. The split is a seeded permutation of the sorted case names cut into
+``num_folds`` folds: the same folder, fold and seed always give the same split, on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+MSD_TASK = "Task04_Hippocampus"
+
+
+def _case_name(path: str) -> str:
+    name = os.path.basename(str(path))
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def ensure_msd_dataset(dataset_dir: str | os.PathLike, task: str = MSD_TASK, download: bool = True) -> Path:
+    """Make sure ``dataset_dir`` holds an MSD task (``dataset.json``, ``imagesTr``, ``labelsTr``).
+
+    If it does not and ``download`` is true, fetch the task with MONAI's Decathlon downloader (checksum
+    checked) into ``dataset_dir``'s parent. Otherwise, or if the download fails, stop with an error that says
+    where the data must go.
+    """
+    root = Path(dataset_dir).expanduser()
+    if (root / "dataset.json").is_file():
+        return root
+    hint = (
+        f"No MSD dataset at dataset_dir='{root}' (expected '{root / 'dataset.json'}' with imagesTr/ and labelsTr/). "
+        f"Download {task}.tar from the Medical Segmentation Decathlon (http://medicaldecathlon.com), extract it so "
+        f"that '{root}/dataset.json' exists, or pass --dataset_dir pointing at the extracted '{task}' folder."
+    )
+    if not download:
+        raise FileNotFoundError(hint)
+    if root.name != task:
+        raise FileNotFoundError(hint + f" (automatic download needs dataset_dir to end with '{task}').")
+    from monai.apps import download_and_extract
+    from monai.apps.datasets import DecathlonDataset
+
+    url, md5 = DecathlonDataset.resource[task], DecathlonDataset.md5[task]
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tarfile = root.parent / f"{task}.tar"
+    logger.info("dataset_dir '%s' is empty: downloading %s", root, url)
+    try:
+        download_and_extract(url=url, filepath=str(tarfile), output_dir=str(root.parent), hash_val=md5)
+    except Exception as err:  # no network, proxy, checksum: all end in the same instruction
+        raise FileNotFoundError(f"{hint} The automatic download failed: {err}") from err
+    if not (root / "dataset.json").is_file():
+        raise FileNotFoundError(hint + " (the downloaded archive did not contain it).")
+    return root
+
+
+def split_cases(names: list[str], fold: int, num_folds: int, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministic K-fold split of case names: returns (training names, validation names) of ``fold``."""
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"fold={fold} is out of range: set 'fold' to 0 .. {num_folds - 1} (num_folds={num_folds}).")
+    order = sorted(set(names))
+    random.Random(seed).shuffle(order)
+    val = set(order[fold::num_folds])
+    return [n for n in sorted(names) if n not in val], [n for n in sorted(names) if n in val]
+
+
+def msd_datalist(
+    dataset_dir: str | os.PathLike,
+    split: str = "training",
+    fold: int = 0,
+    num_folds: int = 5,
+    seed: int = 12345,
+    limit: int | None = None,
+    download: bool = True,
+) -> list[dict[str, str]]:
+    """The ``{"image", "label"}`` items of one side of the patient-level split of an MSD task.
+
+    Args:
+        dataset_dir: the MSD task folder (``dataset.json``, ``imagesTr``, ``labelsTr``).
+        split: ``"training"`` (the other folds), ``"validation"`` (fold ``fold``) or ``"all"``.
+        fold: which fold validates, ``0 .. num_folds - 1``.
+        num_folds: number of folds.
+        seed: seed of the case permutation.
+        limit: keep only the first ``limit`` items (quick runs, tests); None keeps all.
+        download: fetch the MSD task when ``dataset_dir`` holds none (see :func:`ensure_msd_dataset`).
+    """
+    root = ensure_msd_dataset(dataset_dir, download=download)
+    with open(root / "dataset.json") as f:
+        manifest = json.load(f)
+    items = []
+    for entry in manifest.get("training", []):
+        image, label = root / entry["image"], root / entry["label"]
+        if not image.is_file() or not label.is_file():
+            raise FileNotFoundError(
+                f"'{root / 'dataset.json'}' lists '{entry['image']}' / '{entry['label']}' but the file is missing: "
+                "restore it or remove the entry from dataset.json."
+            )
+        items.append({"image": str(image), "label": str(label), "case": _case_name(entry["image"])})
+    if not items:
+        raise ValueError(f"'{root / 'dataset.json'}' lists no labelled cases under 'training'.")
+    if split == "all":
+        chosen = items
+    elif split in ("training", "validation"):
+        train_names, val_names = split_cases([i["case"] for i in items], fold, num_folds, seed)
+        keep = set(train_names if split == "training" else val_names)
+        chosen = [i for i in items if i["case"] in keep]
+    else:
+        raise ValueError(f"split must be 'training', 'validation' or 'all', got '{split}'.")
+    return chosen[:limit] if limit else chosen
+
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii")
+
+
+def image_datalist(inputs: str | os.PathLike | list) -> list[dict[str, str]]:
+    """The ``{"image"}`` items for inference from a folder of NIfTI files, one file, or a list of files.
+
+    Raises:
+        FileNotFoundError: naming the config id ``dataset_dir`` when nothing is found.
+    """
+    paths: list[Path] = []
+    for entry in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+        entry = Path(entry).expanduser()
+        if entry.is_dir():
+            paths += sorted(p for p in entry.iterdir() if p.is_file() and p.name.endswith(IMAGE_SUFFIXES))
+        elif entry.is_file():
+            paths.append(entry)
+        else:
+            raise FileNotFoundError(
+                f"inference input '{entry}' (config id 'dataset_dir') does not exist: pass --dataset_dir with a "
+                "folder of .nii/.nii.gz images or one image file."
+            )
+    if not paths:
+        raise FileNotFoundError(
+            f"no .nii or .nii.gz images in {inputs} (config id 'dataset_dir'): pass --dataset_dir with a folder "
+            "of NIfTI images (e.g. an MSD imagesTs folder)."
+        )
+    return [{"image": str(p)} for p in paths]

@@ -1,0 +1,214 @@
+"""Exact 'same' convolution over a channel concatenation of nearest-resized feature maps, without the resize.
+
+XUNet's decoder convolves ``cat([up, resize(x0), ..., resize(x4)])`` where ``resize`` is
+``F.interpolate(mode="nearest")`` to the size of ``up``. This module computes the same numbers cheaply:
+
+* A convolution over a channel concatenation is the sum of the convolutions over each part with the matching
+  slice of the weight, so the concatenated tensor never has to exist.
+* A map **finer** than ``up`` by an integer factor ``s`` is nearest-downsampled by picking every ``s``-th
+  sample (``x[..., ::s]``): it joins ``up`` in one ordinary convolution.
+* A map **coarser** than ``up`` by an integer factor ``s`` is nearest-upsampled, so along each axis the
+  3 taps of the kernel at an output position ``s * j + r`` only read low-resolution samples ``j - 1``,
+  ``j`` and ``j + 1``, depending only on whether ``r`` is the first (``r = 0``), a middle, or the last
+  (``r = s - 1``) position of its block. Summing the taps that read the same sample gives per-axis kernels
+  of 2 taps (first: ``(w[0], w[1] + w[2])`` at offsets ``(-1, 0)``; last: ``(w[0] + w[1], w[2])`` at
+  ``(0, +1)``; middle: ``w[0] + w[1] + w[2]``). All classes are stacked as output channels of **one**
+  low-resolution convolution (kernel 2 per axis, padding 1), and the results are interleaved back to the
+  high resolution. Zero padding at the high resolution is zero padding at the low resolution, so borders
+  are exact too.
+
+Parts whose size ratio to ``up`` is not an integer on every axis (or is up on one axis and down on another)
+fall back to ``F.interpolate`` + ordinary convolution; the result is the same, only slower.
+
+All functions are TorchScript-compatible and work for 1, 2 and 3 spatial dimensions.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SAME = 0
+FINER = 1  # the part is finer than the target: nearest-downsample = strided pick
+COARSER = 2  # the part is coarser than the target: nearest-upsample, low-resolution class convolutions
+OTHER = 3  # non-integer or mixed ratio: interpolate, then ordinary convolution
+
+# einsum equations turning a (out, in, 3, ..., 3) kernel into the per-class low-resolution kernels
+# (classes..., out, in, taps...), one (classes, taps, 3) matrix per axis.
+_CLASS_KERNEL_EQ = {
+    1: "oia,xda->xoid",
+    2: "oiab,xda,yeb->xyoide",
+    3: "oiabc,xda,yeb,zfc->xyzoidef",
+}
+
+
+def class_kernel_equation(spatial_dims: int) -> str:
+    """The einsum equation used by :func:`coarse_part_conv` for ``spatial_dims`` dimensions."""
+    if spatial_dims not in _CLASS_KERNEL_EQ:
+        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
+    return _CLASS_KERNEL_EQ[spatial_dims]
+
+
+def conv_nd(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: int) -> Tensor:
+    """``F.conv{1,2,3}d`` chosen by the input's number of spatial dimensions (stride 1)."""
+    dims = x.dim() - 2
+    if dims == 1:
+        return F.conv1d(x, weight, bias, 1, padding)
+    if dims == 2:
+        return F.conv2d(x, weight, bias, 1, padding)
+    return F.conv3d(x, weight, bias, 1, padding)
+
+
+def size_ratio(src: List[int], dst: List[int]) -> Tuple[int, List[int]]:
+    """How a map of spatial size ``src`` relates to the target size ``dst`` under nearest resizing.
+
+    Returns:
+        ``(kind, factors)``: kind is SAME, FINER (``src = dst * s``), COARSER (``dst = src * s``) or OTHER;
+        factors are the per-axis integer factors ``s`` (1 where the axis already matches).
+    """
+    factors: List[int] = []
+    finer = False
+    coarser = False
+    for a, b in zip(src, dst):
+        if a == b:
+            factors.append(1)
+        elif a > b and a % b == 0:
+            finer = True
+            factors.append(a // b)
+        elif b > a and b % a == 0:
+            coarser = True
+            factors.append(b // a)
+        else:
+            return OTHER, factors
+    if finer and coarser:
+        return OTHER, factors
+    if finer:
+        return FINER, factors
+    if coarser:
+        return COARSER, factors
+    return SAME, factors
+
+
+def strided_pick(x: Tensor, factors: List[int]) -> Tensor:
+    """Nearest downsampling by integer ``factors``: ``x[..., ::s0, ::s1, ...]`` (exactly what
+    ``F.interpolate(mode="nearest")`` selects for an integer ratio)."""
+    dims = x.dim() - 2
+    if dims == 1:
+        return x[:, :, :: factors[0]]
+    if dims == 2:
+        return x[:, :, :: factors[0], :: factors[1]]
+    return x[:, :, :: factors[0], :: factors[1], :: factors[2]]
+
+
+def _axis_classes(factor: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Per-axis (classes, taps, 3) matrix summing the 3 original taps into each position class's taps."""
+    if factor == 1:
+        return torch.eye(3, dtype=dtype, device=device).unsqueeze(0)  # one class, the 3 taps unchanged
+    first = [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]  # reads samples j-1, j
+    middle = [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]  # reads sample j only (the zero tap keeps one conv for all)
+    last = [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]  # reads samples j, j+1
+    rows = [first, last] if factor == 2 else [first, middle, last]
+    return torch.tensor(rows, dtype=dtype, device=device)
+
+
+def coarse_part_conv(part: Tensor, weight: Tensor, factors: List[int], equation: str) -> Tensor:
+    """``conv(F.interpolate(part, scale_factor=factors, mode="nearest"), weight, padding=1)`` computed
+    at the low resolution.
+
+    Args:
+        part: ``(B, C_in, n_0, ..., n_{d-1})`` low-resolution map.
+        weight: ``(C_out, C_in, 3, ..., 3)`` kernel.
+        factors: per-axis integer upsampling factors (>= 1).
+        equation: :func:`class_kernel_equation` for ``d`` dimensions.
+
+    Returns:
+        ``(B, C_out, n_0 * s_0, ..., n_{d-1} * s_{d-1})``, without bias.
+    """
+    dims = part.dim() - 2
+    batch = part.shape[0]
+    c_out = weight.shape[0]
+    low = part.shape[2:]
+    axis_mats = [_axis_classes(s, weight.dtype, weight.device) for s in factors]
+    n_classes = [int(m.shape[0]) for m in axis_mats]
+    class_kernels = torch.einsum(equation, [weight] + axis_mats)  # (classes..., C_out, C_in, taps...)
+    kernel_shape = class_kernels.shape[dims + 2 :]
+    total_classes = 1
+    for c in n_classes:
+        total_classes *= c
+    flat_shape = [total_classes * c_out, int(weight.shape[1])] + [int(k) for k in kernel_shape]
+    out = conv_nd(part, class_kernels.reshape(flat_shape), None, 1)
+    # (B, classes_0, ..., classes_{d-1}, C_out, L_0, ..., L_{d-1}); L = n + 1 on 2-tap axes, n on others
+    out = out.reshape([batch] + n_classes + [c_out] + [int(v) for v in out.shape[2:]])
+    for d in range(dims):
+        if factors[d] > 1:
+            class_dim = 1 + d
+            space_dim = 2 + dims + d
+            n = int(low[d])
+            # every class but the last reads samples (j-1, j): outputs 0..n-1; the last reads (j, j+1): 1..n
+            head = out.narrow(class_dim, 0, n_classes[d] - 1).narrow(space_dim, 0, n)
+            tail = out.narrow(class_dim, n_classes[d] - 1, 1).narrow(space_dim, 1, n)
+            out = torch.cat([head, tail], class_dim)
+            if factors[d] > 2:  # middle class repeated for positions 1 .. s-2 of each block
+                index = [0] + [1] * (factors[d] - 2) + [2]
+                out = out.index_select(class_dim, torch.tensor(index, dtype=torch.long, device=out.device))
+    # interleave: (B, s_0, ..., C_out, n_0, ...) -> (B, C_out, n_0, s_0, n_1, s_1, ...) -> (B, C_out, N_0, ...)
+    order = [0, 1 + dims]
+    for d in range(dims):
+        order += [2 + dims + d, 1 + d]
+    high = [batch, c_out] + [int(low[d]) * factors[d] for d in range(dims)]
+    return out.permute(order).reshape(high)
+
+
+def cross_level_conv(
+    target: Tensor, parts: List[Tensor], weight: Tensor, bias: Optional[Tensor], equation: str
+) -> Tensor:
+    """``conv(cat([target] + [F.interpolate(p, size=target.shape[2:], mode="nearest") for p in parts]),
+    weight, bias, padding=1)`` computed without building the resized maps or the concatenation.
+
+    Args:
+        target: ``(B, C_t, N_0, ...)`` map that sets the output size; its channels come first in ``weight``.
+        parts: maps of any spatial size, channels following ``target``'s in ``weight`` in list order.
+        weight: ``(C_out, C_t + sum(C_p), 3, ..., 3)`` kernel of the fused convolution.
+        bias: ``(C_out,)`` or None.
+        equation: :func:`class_kernel_equation` for the number of spatial dimensions.
+
+    Returns:
+        ``(B, C_out, N_0, ...)``.
+    """
+    size = [int(v) for v in target.shape[2:]]
+    same_inputs = [target]
+    same_weights = [weight.narrow(1, 0, target.shape[1])]
+    coarse_inputs: List[Tensor] = []
+    coarse_weights: List[Tensor] = []
+    coarse_factors: List[List[int]] = []
+    offset = int(target.shape[1])
+    for part in parts:
+        channels = int(part.shape[1])
+        part_weight = weight.narrow(1, offset, channels)
+        offset += channels
+        kind, factors = size_ratio([int(v) for v in part.shape[2:]], size)
+        if kind == SAME:
+            same_inputs.append(part)
+            same_weights.append(part_weight)
+        elif kind == FINER:
+            same_inputs.append(strided_pick(part, factors))
+            same_weights.append(part_weight)
+        elif kind == COARSER:
+            coarse_inputs.append(part)
+            coarse_weights.append(part_weight)
+            coarse_factors.append(factors)
+        else:
+            same_inputs.append(F.interpolate(part, size=size, mode="nearest"))
+            same_weights.append(part_weight)
+    if offset != weight.shape[1]:
+        raise ValueError(f"the parts have {offset} channels in all but the weight expects {weight.shape[1]}.")
+    if len(same_inputs) == 1:
+        out = conv_nd(target, same_weights[0], bias, 1)
+    else:
+        out = conv_nd(torch.cat(same_inputs, 1), torch.cat(same_weights, 1), bias, 1)
+    for part, part_weight, factors in zip(coarse_inputs, coarse_weights, coarse_factors):
+        out = out + coarse_part_conv(part, part_weight, factors, equation)
+    return out

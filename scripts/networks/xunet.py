@@ -1,0 +1,227 @@
+"""XUNet (CrossBasicUNet): a BasicUNet whose every decoder stage sees every encoder level.
+
+The encoder is MONAI's BasicUNet encoder (``TwoConv`` then four ``Down``). Each decoder stage
+(:class:`UpCatAll`) upsamples its input, nearest-resizes **all** encoder maps ``x0 .. x4`` to that size,
+concatenates ``[up, x0, x1, x2, x3, x4]`` on channels and applies a ``TwoConv``.
+
+Module names and shapes follow the original CrossBasicUNet (https://github.com/lgy112112/XUNet), so its
+checkpoints load with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import List
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.blocks import UpSample
+from monai.networks.layers.factories import Conv
+from monai.networks.nets.basic_unet import Down, TwoConv
+from monai.utils import ensure_tuple_rep
+
+from .cross_level_conv import class_kernel_equation, cross_level_conv
+from .registry import register_network
+
+__all__ = ["UpCatAll", "XUNet", "CrossBasicUNet", "pad_to_multiple", "crop_to"]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "constant") -> torch.Tensor:
+    """Pad the spatial dimensions of ``x`` at their end up to the next multiple of ``multiple``."""
+    pads: List[int] = []
+    for size in x.shape[2:][::-1]:  # F.pad lists the last dimension first
+        pads += [0, (multiple - int(size) % multiple) % multiple]
+    if sum(pads) == 0:
+        return x
+    return F.pad(x, pads, mode=mode)
+
+
+def crop_to(x: torch.Tensor, spatial_size: List[int]) -> torch.Tensor:
+    """Crop the spatial dimensions of ``x`` to ``spatial_size`` (keeping the start)."""
+    for d, size in enumerate(spatial_size):
+        if int(x.shape[2 + d]) != size:
+            x = x.narrow(2 + d, 0, size)
+    return x
+
+
+class UpCatAll(nn.Module):
+    """Decoder stage: upsample, fuse with every encoder level, two convolutions.
+
+    ``forward(x, skips)`` computes ``convs(cat([upsample(x)] + [nearest_resize(s) for s in skips]))``.
+    With ``fast=True`` (default) the first convolution of ``convs`` is evaluated by
+    :func:`scripts.networks.cross_level_conv.cross_level_conv`, which gives the same result without
+    materialising the resized maps or the concatenation; skips whose size is not an integer multiple or
+    fraction of the upsampled size fall back to interpolation. ``fast=False`` runs the straightforward
+    interpolate-and-concatenate computation (the reference the fast path is tested against).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_chns: int,
+        skip_chns: Sequence[int],
+        out_chns: int,
+        act: str | tuple,
+        norm: str | tuple,
+        bias: bool,
+        dropout: float | tuple = 0.0,
+        upsample: str = "deconv",
+        pre_conv: nn.Module | str | None = "default",
+        interp_mode: str = "linear",
+        align_corners: bool | None = True,
+        halves: bool = True,
+        fast: bool = True,
+    ):
+        """
+        Args:
+            spatial_dims: number of spatial dimensions.
+            in_chns: channels of the decoder input to be upsampled.
+            skip_chns: channels of each encoder map, in the order they are passed to ``forward``.
+            out_chns: output channels.
+            act: activation type and arguments.
+            norm: normalisation type and arguments.
+            bias: whether the convolutions have a bias.
+            dropout: dropout ratio.
+            upsample: ``"deconv"``, ``"pixelshuffle"`` or ``"nontrainable"``.
+            pre_conv: conv block before upsampling ("nontrainable" and "pixelshuffle" modes).
+            interp_mode: interpolation of the "nontrainable" mode.
+            align_corners: align_corners of the "nontrainable" mode.
+            halves: whether upsampling halves the channels.
+            fast: use the exact low-resolution computation of the cross-level skips.
+        """
+        super().__init__()
+        if upsample == "nontrainable" and pre_conv is None:
+            up_chns = in_chns
+        else:
+            up_chns = in_chns // 2 if halves else in_chns
+        self.upsample = UpSample(
+            spatial_dims,
+            in_chns,
+            up_chns,
+            2,
+            mode=upsample,
+            pre_conv=pre_conv,
+            interp_mode=interp_mode,
+            align_corners=align_corners,
+        )
+        self.convs = TwoConv(spatial_dims, up_chns + sum(skip_chns), out_chns, act, norm, bias, dropout)
+        self.fast = fast
+        self.equation = class_kernel_equation(spatial_dims)
+
+    def forward(self, x: torch.Tensor, skips: List[torch.Tensor]) -> torch.Tensor:
+        """
+        Args:
+            x: ``(B, in_chns, *S)`` decoder input.
+            skips: encoder maps ``(B, skip_chns[i], *S_i)`` of any spatial sizes.
+
+        Returns:
+            ``(B, out_chns, *(2 * S))``.
+        """
+        up = self.upsample(x)
+        if self.fast:
+            first = self.convs.conv_0
+            fused = cross_level_conv(up, skips, first.conv.weight, first.conv.bias, self.equation)
+            return self.convs.conv_1(first.adn(fused))
+        size = up.shape[2:]
+        resized = [F.interpolate(s, size=size, mode="nearest") for s in skips]
+        return self.convs(torch.cat([up] + resized, dim=1))
+
+
+@register_network("xunet", "crossbasicunet", "cross_basic_unet")
+class XUNet(nn.Module):
+    """XUNet / CrossBasicUNet with 1D/2D/3D support.
+
+    Every decoder stage concatenates the upsampled decoder map with all five encoder maps, nearest-resized to
+    its size, before its two convolutions. Inputs of any size are accepted: the input is zero-padded at the
+    end of each spatial axis to a multiple of 16 (four 2x poolings) and the output is cropped back, so the
+    output always has the input's spatial size. For sizes that are already multiples of 16 the result is the
+    original CrossBasicUNet's.
+
+    Example::
+
+        >>> net = XUNet(spatial_dims=2, in_channels=1, out_channels=1, features=(64, 64, 128, 256, 512, 64))
+        >>> net(torch.zeros(2, 1, 33, 47)).shape
+        torch.Size([2, 1, 33, 47])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        features: Sequence[int] = (32, 32, 64, 128, 256, 32),
+        act: str | tuple = ("LeakyReLU", {"negative_slope": 0.1, "inplace": True}),
+        norm: str | tuple = ("instance", {"affine": True}),
+        bias: bool = True,
+        dropout: float | tuple = 0.0,
+        upsample: str = "deconv",
+        fast: bool = True,
+    ):
+        """
+        Args:
+            spatial_dims: number of spatial dimensions (1, 2 or 3).
+            in_channels: number of input channels.
+            out_channels: number of output channels.
+            features: six integers: the five encoder levels' channels ``f0..f4`` and the channels after the
+                last upsampling stage ``f5``. Decoder stages output ``f3, f2, f1, f5`` channels.
+            act: activation type and arguments. Defaults to LeakyReLU(0.1).
+            norm: normalisation type and arguments. Defaults to affine instance norm.
+            bias: whether convolutions have a bias.
+            dropout: dropout ratio.
+            upsample: ``"deconv"`` (default), ``"pixelshuffle"`` or ``"nontrainable"``.
+            fast: compute the cross-level skips with the exact low-resolution method (same outputs,
+                same parameters); ``False`` runs the straightforward interpolate-and-concatenate path.
+        """
+        super().__init__()
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
+        if len(tuple(features)) != 6:
+            raise ValueError(f"features must have 6 values (f0..f4 encoder, f5 last decoder), got {features}.")
+        fea = ensure_tuple_rep(features, 6)
+        skip = list(fea[:5])
+        self.spatial_dims = spatial_dims
+        self.conv_0 = TwoConv(spatial_dims, in_channels, fea[0], act, norm, bias, dropout)
+        self.down_1 = Down(spatial_dims, fea[0], fea[1], act, norm, bias, dropout)
+        self.down_2 = Down(spatial_dims, fea[1], fea[2], act, norm, bias, dropout)
+        self.down_3 = Down(spatial_dims, fea[2], fea[3], act, norm, bias, dropout)
+        self.down_4 = Down(spatial_dims, fea[3], fea[4], act, norm, bias, dropout)
+
+        common = dict(act=act, norm=norm, bias=bias, dropout=dropout, upsample=upsample, fast=fast)
+        self.upcat_4 = UpCatAll(spatial_dims, fea[4], skip, fea[3], **common)
+        self.upcat_3 = UpCatAll(spatial_dims, fea[3], skip, fea[2], **common)
+        self.upcat_2 = UpCatAll(spatial_dims, fea[2], skip, fea[1], **common)
+        self.upcat_1 = UpCatAll(spatial_dims, fea[1], skip, fea[5], halves=False, **common)
+
+        self.final_conv = Conv["conv", spatial_dims](fea[5], out_channels, kernel_size=1)
+
+    def set_fast(self, fast: bool) -> XUNet:
+        """Switch every decoder stage between the fast exact path and the straightforward one."""
+        for stage in (self.upcat_4, self.upcat_3, self.upcat_2, self.upcat_1):
+            stage.fast = fast
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: ``(B, in_channels, *S)``, any spatial size ``S``.
+
+        Returns:
+            ``(B, out_channels, *S)`` logits.
+        """
+        spatial_size = [int(s) for s in x.shape[2:]]
+        x = pad_to_multiple(x, 16)
+        x0 = self.conv_0(x)
+        x1 = self.down_1(x0)
+        x2 = self.down_2(x1)
+        x3 = self.down_3(x2)
+        x4 = self.down_4(x3)
+        skips = [x0, x1, x2, x3, x4]
+        u4 = self.upcat_4(x4, skips)
+        u3 = self.upcat_3(u4, skips)
+        u2 = self.upcat_2(u3, skips)
+        u1 = self.upcat_1(u2, skips)
+        return crop_to(self.final_conv(u1), spatial_size)
+
+
+CrossBasicUNet = XUNet

@@ -1,0 +1,29 @@
+"""Shared pytest set-up: the bundle root on sys.path and the shared data locations."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+if str(BUNDLE_ROOT) not in sys.path:
+    sys.path.insert(0, str(BUNDLE_ROOT))
+
+SHARED_DATA = Path(os.environ.get("XUNET_SHARED_DATA", BUNDLE_ROOT.parent / "shared" / "data"))
+HIPPOCAMPUS_DIR = SHARED_DATA / "Task04_Hippocampus"
+
+
+@pytest.fixture(scope="session")
+def bundle_root() -> Path:
+    return BUNDLE_ROOT
+
+
+@pytest.fixture(scope="session")
+def hippocampus_dir() -> Path:
+    if not (HIPPOCAMPUS_DIR / "dataset.json").is_file():
+        pytest.fail(
+            f"MSD Task04_Hippocampus not found at {HIPPOCAMPUS_DIR}: put ../shared beside the repo "
+            "or set XUNET_SHARED_DATA to the folder holding Task04_Hippocampus."
+        )
+    return HIPPOCAMPUS_DIR

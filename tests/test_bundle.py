@@ -1,0 +1,171 @@
+"""The bundle's workflows driven through MONAI's ConfigWorkflow: properties, training, evaluation, inference."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, verify_metadata
+
+from conftest import BUNDLE_ROOT, SHARED_DATA
+
+CONFIGS = BUNDLE_ROOT / "configs"
+META = str(CONFIGS / "metadata.json")
+TRAIN = str(CONFIGS / "train.json")
+EVALUATE = [TRAIN, str(CONFIGS / "evaluate.json")]
+INFER = str(CONFIGS / "inference.json")
+SCHEMA = SHARED_DATA.parent / "monai" / "schemas" / "meta_schema_20240725.json"
+TINY_NET = {"xunet": {"features": [4, 4, 8, 8, 16, 4]}}
+
+
+def quick_overrides(tmp: Path, data_dir: Path) -> dict:
+    """Settings that make the training workflow take seconds: 4 cases, tiny net and patch, no workers."""
+    return {
+        "bundle_root": str(BUNDLE_ROOT),
+        "dataset_dir": str(data_dir),
+        "ckpt_dir": str(tmp / "models"),
+        "output_dir": str(tmp / "eval"),
+        "tensorboard_dir": str(tmp / "runs"),
+        "data_limit": 4,
+        "num_workers": 0,
+        "patch_size": [16, 16, 16],
+        "network_options": TINY_NET,
+        "val_interval": 1,
+        "download": False,
+    }
+
+
+def test_metadata_matches_the_schema():
+    verify_metadata(meta_file=META, filepath=str(SCHEMA), hash_val="06954cad2cc5d3784e72077ac76f0fc8",
+                    hash_type="md5")
+    meta = json.loads(Path(META).read_text())
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {
+        "0": "background", "1": "anterior", "2": "posterior"}
+    # the pinned versions are the ones installed
+    import monai
+    import nibabel
+    import ignite
+    assert meta["monai_version"] == monai.__version__
+    assert meta["pytorch_version"] == torch.__version__.split("+")[0]
+    assert meta["numpy_version"] == np.__version__
+    assert meta["required_packages_version"]["nibabel"] == nibabel.__version__
+    assert meta["required_packages_version"]["pytorch-ignite"] == ignite.__version__
+
+
+@pytest.mark.parametrize("workflow_type,config", [("train", TRAIN), ("eval", EVALUATE), ("infer", INFER)])
+def test_properties_complete(workflow_type, config):
+    workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type)
+    assert workflow.check_properties() in (None, [])
+
+
+def test_bundle_root_is_the_bundle_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train")
+    workflow.initialize()
+    assert Path(workflow.bundle_root) == BUNDLE_ROOT
+    assert str(BUNDLE_ROOT) in sys.path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, hippocampus_dir):
+    """Train two epochs on 4 + 4 shared cases; returns the run's folder."""
+    tmp = tmp_path_factory.mktemp("train")
+    workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train",
+                              **{**quick_overrides(tmp, hippocampus_dir), "train#trainer#max_epochs": 2})
+    workflow.initialize()
+    workflow.run()
+    trainer = workflow.trainer
+    workflow.finalize()
+    assert trainer.state.epoch == 2
+    assert np.isfinite(trainer.state.output[0]["loss"].item())
+    return tmp
+
+
+def test_training_writes_a_plain_state_dict(trained):
+    state = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert "final_conv.weight" in state  # a plain state dict, not wrapped in {"model": ...}
+    from scripts.networks import XUNet
+    XUNet(3, 1, 3, features=TINY_NET["xunet"]["features"]).load_state_dict(state, strict=True)
+    assert any((trained / "runs").iterdir())  # TensorBoard events
+
+
+def test_evaluation_reports_per_case_dice(trained, hippocampus_dir):
+    workflow = ConfigWorkflow(config_file=EVALUATE, meta_file=META, workflow_type="eval",
+                              **quick_overrides(trained, hippocampus_dir))
+    workflow.initialize()
+    workflow.run()
+    metric = workflow.evaluator.state.metrics["val_mean_dice"]
+    workflow.finalize()
+    assert 0.0 <= metric <= 1.0
+    rows = (trained / "eval" / "val_mean_dice_raw.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("filename") and len(rows) == 1 + 4
+
+
+def test_evaluation_without_checkpoint_names_the_setting(tmp_path, hippocampus_dir):
+    workflow = ConfigWorkflow(config_file=EVALUATE, meta_file=META, workflow_type="eval",
+                              **quick_overrides(tmp_path, hippocampus_dir))
+    with pytest.raises(Exception) as err:
+        workflow.initialize()
+    assert "ckpt_dir" in "".join(str(e) for e in _chain(err.value))
+
+
+def _chain(exc):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _two_images(tmp: Path, hippocampus_dir: Path) -> Path:
+    inputs = tmp / "in"
+    inputs.mkdir()
+    for name in ("hippocampus_001.nii.gz", "hippocampus_017.nii.gz"):
+        (inputs / name).symlink_to(hippocampus_dir / "imagesTr" / name)
+    return inputs
+
+
+def _assert_predictions_match_inputs(inputs: Path, outputs: Path):
+    written = sorted(p.name for p in outputs.glob("*.nii.gz"))
+    assert written == sorted(p.name for p in inputs.iterdir())
+    for name in written:
+        image, pred = nib.load(inputs / name), nib.load(outputs / name)
+        assert pred.shape == image.shape
+        assert np.allclose(pred.affine, image.affine)
+        assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2}
+
+
+def test_inference_writes_niftis_in_the_input_space(trained, hippocampus_dir, tmp_path):
+    inputs = _two_images(tmp_path, hippocampus_dir)
+    workflow = ConfigWorkflow(config_file=INFER, meta_file=META, workflow_type="infer",
+                              ckpt_dir=str(trained / "models"), dataset_dir=str(inputs),
+                              output_dir=str(tmp_path / "out"), network_options=TINY_NET, patch_size=[16, 16, 16])
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    _assert_predictions_match_inputs(inputs, tmp_path / "out")
+
+
+def test_inference_refuses_to_overwrite_inputs(trained, hippocampus_dir, tmp_path):
+    inputs = _two_images(tmp_path, hippocampus_dir)
+    workflow = ConfigWorkflow(config_file=INFER, meta_file=META, workflow_type="infer",
+                              ckpt_dir=str(trained / "models"), dataset_dir=str(inputs), output_dir=str(inputs),
+                              network_options=TINY_NET)
+    with pytest.raises(Exception) as err:
+        workflow.initialize()
+    assert "output_dir" in "".join(str(e) for e in _chain(err.value))
+    assert all(p.is_symlink() for p in inputs.iterdir())  # nothing overwritten
+
+
+def test_shipped_model_runs_from_another_directory(hippocampus_dir, tmp_path):
+    """The command-line inference of the README, run from outside the bundle with the shipped weights."""
+    inputs = _two_images(tmp_path, hippocampus_dir)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--meta_file", META, "--config_file", INFER,
+           "--dataset_dir", str(inputs), "--output_dir", str(tmp_path / "out")]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _assert_predictions_match_inputs(inputs, tmp_path / "out")

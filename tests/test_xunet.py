@@ -1,0 +1,118 @@
+"""XUNet-specific tests: the original's parameter counts and module names, any input size, and the fast
+cross-level path against the straightforward interpolate-and-concatenate one."""
+
+import pytest
+import torch
+
+from scripts.networks import BasicUNet, XUNet, create_network
+
+SEED_FEATURES = (64, 64, 128, 256, 512, 64)
+TINY = (4, 4, 8, 8, 16, 4)
+
+
+def n_params(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_parameter_counts_match_the_seed():
+    assert n_params(XUNet(2, 1, 1, features=SEED_FEATURES)) == 11_810_945
+    assert n_params(BasicUNet(2, 1, 1, features=SEED_FEATURES)) == 7_903_361
+
+
+def test_state_dict_names_match_the_original():
+    keys = XUNet(2, 1, 1, features=TINY).state_dict().keys()
+    top = {k.split(".")[0] for k in keys}
+    assert top == {"conv_0", "down_1", "down_2", "down_3", "down_4", "upcat_4", "upcat_3", "upcat_2", "upcat_1",
+                   "final_conv"}
+    for stage in ("upcat_4", "upcat_3", "upcat_2", "upcat_1"):
+        assert f"{stage}.upsample.deconv.weight" in keys
+        assert f"{stage}.convs.conv_0.conv.weight" in keys
+        assert f"{stage}.convs.conv_1.conv.weight" in keys
+    # the top stage fuses f1 (not halved) + f0..f4 channels
+    fused_in = XUNet(2, 1, 1, features=SEED_FEATURES).upcat_1.convs.conv_0.conv.weight.shape[1]
+    assert fused_in == 64 + sum(SEED_FEATURES[:5]) == 1088
+
+
+def test_fast_and_reference_share_a_state_dict():
+    fast = XUNet(3, 1, 3, features=TINY)
+    ref = XUNet(3, 1, 3, features=TINY, fast=False)
+    ref.load_state_dict(fast.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize(
+    "dims,shape",
+    [(1, (2, 1, 37)), (2, (2, 2, 33, 47)), (2, (1, 1, 64, 64)), (3, (1, 1, 35, 50, 36)), (3, (1, 1, 16, 17, 1))],
+)
+def test_output_has_the_input_size(dims, shape):
+    net = XUNet(dims, shape[1], 3, features=TINY).eval()
+    with torch.no_grad():
+        out = net(torch.randn(shape))
+    assert out.shape == (shape[0], 3, *shape[2:])
+
+
+@pytest.mark.parametrize(
+    "dims,shape",
+    [(1, (2, 2, 48)), (1, (1, 1, 21)), (2, (2, 1, 33, 47)), (2, (1, 2, 32, 64)), (3, (1, 1, 19, 32, 24))],
+)
+def test_fast_path_equals_reference_float64(dims, shape):
+    torch.manual_seed(0)
+    net = XUNet(dims, shape[1], 2, features=TINY, dropout=0.0).double().eval()
+    x = torch.randn(shape, dtype=torch.float64)
+    fast = net.set_fast(True)(x)
+    ref = net.set_fast(False)(x)
+    assert torch.allclose(fast, ref, rtol=1e-10, atol=1e-10 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("dims,shape", [(1, (2, 1, 64)), (2, (2, 1, 48, 40)), (3, (1, 1, 32, 32, 16))])
+def test_fast_path_equals_reference_float32_with_gradients(dims, shape):
+    torch.manual_seed(1)
+    net = XUNet(dims, 1, 3, features=(8, 8, 16, 16, 32, 8)).train()
+    x = torch.randn(shape, requires_grad=True)
+    grads = []
+    outs = []
+    for fast in (True, False):
+        net.set_fast(fast)
+        net.zero_grad()
+        x.grad = None
+        out = net(x)
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        outs.append(out.detach())
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in net.parameters()])
+    scale = outs[1].abs().max()
+    assert torch.allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5 * scale)
+    for g_fast, g_ref in zip(*grads):
+        assert torch.allclose(g_fast, g_ref, rtol=1e-4, atol=1e-5 * g_ref.abs().max().item() + 1e-12)
+
+
+@pytest.mark.parametrize("upsample", ["deconv", "nontrainable", "pixelshuffle"])
+def test_upsample_modes(upsample):
+    net = XUNet(2, 1, 2, features=TINY, upsample=upsample).double().eval()
+    x = torch.randn(1, 1, 32, 32, dtype=torch.float64)
+    assert torch.allclose(net.set_fast(True)(x), net.set_fast(False)(x), atol=1e-10)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_torchscript(dims):
+    net = XUNet(dims, 1, 2, features=TINY).eval()
+    scripted = torch.jit.script(net)
+    x = torch.randn((1, 1) + (20,) * dims)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), net(x), atol=1e-6)
+
+
+def test_registry_builds_xunet_by_name():
+    net = create_network("XUNet", spatial_dims=2, in_channels=1, out_channels=3,
+                         network_options={"xunet": {"features": TINY}, "basicunet": {"features": (1,) * 6}})
+    assert isinstance(net, XUNet)
+    assert net.final_conv.out_channels == 3
+    with pytest.raises(KeyError, match="unknown network name 'nope'.*xunet"):
+        create_network("nope", 2, 1, 1)
+    with pytest.raises(TypeError, match="network_options"):
+        create_network("xunet", 2, 1, 1, network_options={"xunet": {"no_such_option": 1}})
+
+
+def test_bad_arguments_are_explained():
+    with pytest.raises(ValueError, match="features must have 6 values"):
+        XUNet(2, 1, 1, features=(8, 8, 8))
+    with pytest.raises(ValueError, match="spatial_dims"):
+        XUNet(4, 1, 1)
