@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SAME = 0
-FINER = 1  # the part is finer than the target: nearest-downsample = strided pick
-COARSER = 2  # the part is coarser than the target: nearest-upsample, low-resolution class convolutions
-OTHER = 3  # non-integer or mixed ratio: interpolate, then ordinary convolution
+# How a part relates to the target size (strings, so TorchScript can use them too):
+SAME = "same"
+FINER = "finer"  # the part is finer than the target: nearest-downsample = strided pick
+COARSER = "coarser"  # the part is coarser than the target: nearest-upsample, low-resolution class convolutions
+OTHER = "other"  # non-integer or mixed ratio: interpolate, then ordinary convolution
 
 # einsum equations turning a (out, in, 3, ..., 3) kernel into the per-class low-resolution kernels
 # (classes..., out, in, taps...), one (classes, taps, 3) matrix per axis.
@@ -62,11 +63,11 @@ def conv_nd(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: int) -> 
     return F.conv3d(x, weight, bias, 1, padding)
 
 
-def size_ratio(src: List[int], dst: List[int]) -> Tuple[int, List[int]]:
+def size_ratio(src: List[int], dst: List[int]) -> Tuple[str, List[int]]:
     """How a map of spatial size ``src`` relates to the target size ``dst`` under nearest resizing.
 
     Returns:
-        ``(kind, factors)``: kind is SAME, FINER (``src = dst * s``), COARSER (``dst = src * s``) or OTHER;
+        ``(kind, factors)``: kind is "same", "finer" (``src = dst * s``), "coarser" (``dst = src * s``) or "other";
         factors are the per-axis integer factors ``s`` (1 where the axis already matches).
     """
     factors: List[int] = []
@@ -82,14 +83,14 @@ def size_ratio(src: List[int], dst: List[int]) -> Tuple[int, List[int]]:
             coarser = True
             factors.append(b // a)
         else:
-            return OTHER, factors
+            return "other", factors
     if finer and coarser:
-        return OTHER, factors
+        return "other", factors
     if finer:
-        return FINER, factors
+        return "finer", factors
     if coarser:
-        return COARSER, factors
-    return SAME, factors
+        return "coarser", factors
+    return "same", factors
 
 
 def strided_pick(x: Tensor, factors: List[int]) -> Tensor:
@@ -178,6 +179,11 @@ def cross_level_conv(
     Returns:
         ``(B, C_out, N_0, ...)``.
     """
+    channels_in = int(target.shape[1])
+    for part in parts:
+        channels_in += int(part.shape[1])
+    if channels_in != weight.shape[1]:
+        raise ValueError(f"the inputs have {channels_in} channels in all but the weight expects {weight.shape[1]}.")
     size = [int(v) for v in target.shape[2:]]
     same_inputs = [target]
     same_weights = [weight.narrow(1, 0, target.shape[1])]
@@ -190,21 +196,19 @@ def cross_level_conv(
         part_weight = weight.narrow(1, offset, channels)
         offset += channels
         kind, factors = size_ratio([int(v) for v in part.shape[2:]], size)
-        if kind == SAME:
+        if kind == "same":
             same_inputs.append(part)
             same_weights.append(part_weight)
-        elif kind == FINER:
+        elif kind == "finer":
             same_inputs.append(strided_pick(part, factors))
             same_weights.append(part_weight)
-        elif kind == COARSER:
+        elif kind == "coarser":
             coarse_inputs.append(part)
             coarse_weights.append(part_weight)
             coarse_factors.append(factors)
         else:
             same_inputs.append(F.interpolate(part, size=size, mode="nearest"))
             same_weights.append(part_weight)
-    if offset != weight.shape[1]:
-        raise ValueError(f"the parts have {offset} channels in all but the weight expects {weight.shape[1]}.")
     if len(same_inputs) == 1:
         out = conv_nd(target, same_weights[0], bias, 1)
     else:
