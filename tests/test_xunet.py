@@ -136,3 +136,18 @@ def test_bad_arguments_are_explained():
         XUNet(2, 1, 1, features=(8, 8, 8))
     with pytest.raises(ValueError, match="spatial_dims"):
         XUNet(4, 1, 1)
+
+
+def test_onnx_export_matches_onnxruntime(tmp_path):
+    import onnxruntime
+
+    net = XUNet(2, 1, 2, features=TINY).eval()
+    x = torch.randn(1, 1, 32, 48)
+    path = tmp_path / "xunet.onnx"
+    torch.onnx.export(net, (x,), str(path), input_names=["image"], output_names=["pred"], dynamo=True)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        expected = net(x).numpy()
+    assert onnx_out.shape == expected.shape
+    assert abs(onnx_out - expected).max() <= 1e-4 * abs(expected).max()

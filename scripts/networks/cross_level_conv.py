@@ -105,19 +105,29 @@ def strided_pick(x: Tensor, factors: List[int]) -> Tensor:
 
 
 def _axis_classes(factor: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Per-axis (classes, taps, 3) matrix summing the 3 original taps into each position class's taps."""
+    """Per-axis (classes, taps, 3) matrix summing the 3 original taps into each position class's taps.
+
+    The classes are ordered (last, first[, middle]): see :func:`coarse_part_conv` for why.
+    """
     if factor == 1:
         return torch.eye(3, dtype=dtype, device=device).unsqueeze(0)  # one class, the 3 taps unchanged
-    first = [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]  # reads samples j-1, j
-    middle = [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]  # reads sample j only (the zero tap keeps one conv for all)
-    last = [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]  # reads samples j, j+1
-    rows = [first, last] if factor == 2 else [first, middle, last]
+    last = [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]  # position s-1 of a block reads samples j, j+1
+    first = [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]  # position 0 reads samples j-1, j
+    middle = [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]  # positions 1..s-2 read sample j only (zero tap: one conv for all)
+    rows = [last, first] if factor == 2 else [last, first, middle]
     return torch.tensor(rows, dtype=dtype, device=device)
 
 
 def coarse_part_conv(part: Tensor, weight: Tensor, factors: List[int], equation: str) -> Tensor:
     """``conv(F.interpolate(part, scale_factor=factors, mode="nearest"), weight, padding=1)`` computed
     at the low resolution.
+
+    One convolution with kernel 2 and padding 1 evaluates every position class at every low-resolution
+    offset ``o = 0 .. n`` (``n + 1`` outputs per axis): the first and middle classes of block ``j`` are its
+    output ``o = j``, the last class is ``o = j + 1``. Interleaving the classes in the order
+    (last, first, middle x (s - 2)) gives, per axis, the sequence ``last(0), first(0), middle(0), ..., last(1),
+    first(1), ...``; dropping its first sample leaves exactly the high-resolution result, so the assembly is one
+    pixel-shuffle and a slice.
 
     Args:
         part: ``(B, C_in, n_0, ..., n_{d-1})`` low-resolution map.
@@ -131,36 +141,45 @@ def coarse_part_conv(part: Tensor, weight: Tensor, factors: List[int], equation:
     dims = part.dim() - 2
     batch = part.shape[0]
     c_out = weight.shape[0]
-    low = part.shape[2:]
     axis_mats = [_axis_classes(s, weight.dtype, weight.device) for s in factors]
     n_classes = [int(m.shape[0]) for m in axis_mats]
     class_kernels = torch.einsum(equation, [weight] + axis_mats)  # (classes..., C_out, C_in, taps...)
-    kernel_shape = class_kernels.shape[dims + 2 :]
     total_classes = 1
     for c in n_classes:
         total_classes *= c
-    flat_shape = [total_classes * c_out, int(weight.shape[1])] + [int(k) for k in kernel_shape]
+    flat_shape = [total_classes * c_out, int(weight.shape[1])] + [int(k) for k in class_kernels.shape[dims + 2 :]]
     out = conv_nd(part, class_kernels.reshape(flat_shape), None, 1)
-    # (B, classes_0, ..., classes_{d-1}, C_out, L_0, ..., L_{d-1}); L = n + 1 on 2-tap axes, n on others
-    out = out.reshape([batch] + n_classes + [c_out] + [int(v) for v in out.shape[2:]])
-    for d in range(dims):
-        if factors[d] > 1:
-            class_dim = 1 + d
-            space_dim = 2 + dims + d
-            n = int(low[d])
-            # every class but the last reads samples (j-1, j): outputs 0..n-1; the last reads (j, j+1): 1..n
-            head = out.narrow(class_dim, 0, n_classes[d] - 1).narrow(space_dim, 0, n)
-            tail = out.narrow(class_dim, n_classes[d] - 1, 1).narrow(space_dim, 1, n)
-            out = torch.cat([head, tail], class_dim)
-            if factors[d] > 2:  # middle class repeated for positions 1 .. s-2 of each block
-                index = [0] + [1] * (factors[d] - 2) + [2]
-                out = out.index_select(class_dim, torch.tensor(index, dtype=torch.long, device=out.device))
-    # interleave: (B, s_0, ..., C_out, n_0, ...) -> (B, C_out, n_0, s_0, n_1, s_1, ...) -> (B, C_out, N_0, ...)
+    grid = [int(v) for v in out.shape[2:]]  # n + 1 on axes with s > 1, n on the others
+    out = out.reshape([batch, total_classes, c_out] + grid)
+    if total_classes != _product(factors):  # some s >= 3: repeat the middle class s - 2 times
+        out = out.index_select(1, _class_index(n_classes, factors, out.device))
+    # pixel-shuffle: (B, s_0, ..., s_{d-1}, C_out, L_0, ...) -> (B, C_out, L_0, s_0, L_1, s_1, ...)
+    out = out.reshape([batch] + factors + [c_out] + grid)
     order = [0, 1 + dims]
     for d in range(dims):
         order += [2 + dims + d, 1 + d]
-    high = [batch, c_out] + [int(low[d]) * factors[d] for d in range(dims)]
-    return out.permute(order).reshape(high)
+    out = out.permute(order).reshape([batch, c_out] + [grid[d] * factors[d] for d in range(dims)])
+    for d in range(dims):
+        if factors[d] > 1:
+            out = out.narrow(2 + d, 1, (grid[d] - 1) * factors[d])
+    return out
+
+
+def _product(values: List[int]) -> int:
+    result = 1
+    for v in values:
+        result *= v
+    return result
+
+
+def _class_index(n_classes: List[int], factors: List[int], device: torch.device) -> Tensor:
+    """Index into the flattened class axis that lists, for every position of an s-block (row-major over the
+    axes), its class: per axis (last, first, middle, ..., middle)."""
+    index = torch.zeros(1, dtype=torch.long, device=device)
+    for c, s in zip(n_classes, factors):
+        per_axis = torch.tensor([0, 1] + [2] * (s - 2) if s > 1 else [0], dtype=torch.long, device=device)
+        index = (index.unsqueeze(1) * c + per_axis.unsqueeze(0)).reshape(-1)
+    return index
 
 
 def cross_level_conv(
