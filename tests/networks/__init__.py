@@ -1,0 +1,1 @@
+"""Tests of the network family; each network subclasses :class:`.network_contract.NetworkContract`."""
