@@ -58,8 +58,10 @@ def test_metadata_matches_the_schema():
 
 
 @pytest.mark.parametrize("workflow_type,config", [("train", TRAIN), ("eval", EVALUATE), ("infer", INFER)])
-def test_properties_complete(workflow_type, config):
-    workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type)
+def test_properties_complete(workflow_type, config, hippocampus_dir, tmp_path):
+    data = {"infer": hippocampus_dir / "imagesTr"}.get(workflow_type, hippocampus_dir)
+    workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
+                              dataset_dir=str(data), output_dir=str(tmp_path))
     workflow.initialize()
     assert workflow.check_properties() in (None, [])
 
@@ -83,7 +85,7 @@ def trained(tmp_path_factory, hippocampus_dir):
     trainer = workflow.trainer
     workflow.finalize()
     assert trainer.state.epoch == 2
-    assert np.isfinite(trainer.state.output[0]["loss"].item())
+    assert np.isfinite(float(trainer.state.output[0]["loss"]))
     return tmp
 
 

@@ -10,7 +10,7 @@ from scripts.networks.cross_level_conv import (
     OTHER,
     SAME,
     class_kernel_equation,
-    coarse_part_conv,
+    add_coarse_part_conv,
     cross_level_conv,
     size_ratio,
 )
@@ -39,7 +39,7 @@ def test_coarse_part_equals_upsample_then_conv(dims, factor):
     weight = torch.randn((5, 3) + (3,) * dims, dtype=torch.float64)
     up = F.interpolate(part, scale_factor=factor, mode="nearest")
     expected = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims](up, weight, padding=1)
-    got = coarse_part_conv(part, weight, [factor] * dims, class_kernel_equation(dims))
+    got = add_coarse_part_conv(torch.zeros_like(expected), part, weight, [factor] * dims, class_kernel_equation(dims))
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
 
@@ -49,8 +49,26 @@ def test_coarse_part_with_mixed_factors():
     weight = torch.randn(4, 2, 3, 3, 3, dtype=torch.float64)
     factors = [2, 1, 3]
     up = F.interpolate(part, size=[6, 5, 6], mode="nearest")
-    got = coarse_part_conv(part, weight, factors, class_kernel_equation(3))
-    assert torch.allclose(got, F.conv3d(up, weight, padding=1), atol=1e-12)
+    expected = F.conv3d(up, weight, padding=1)
+    got = add_coarse_part_conv(torch.zeros_like(expected), part, weight, factors, class_kernel_equation(3))
+    assert torch.allclose(got, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("factors", [[2], [3, 2], [2, 1, 4]])
+def test_interleaved_add_gradients(factors):
+    """The one-pass backward of the interleaving add against finite differences."""
+    dims = len(factors)
+    low = (2, 3, 2)[:dims]
+    part = torch.randn((1, 2) + low, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn((3, 2) + (3,) * dims, dtype=torch.float64, requires_grad=True)
+    base = torch.randn((1, 3) + tuple(n * s for n, s in zip(low, factors)), dtype=torch.float64,
+                       requires_grad=True)
+    equation = class_kernel_equation(dims)
+
+    def fn(base, part, weight):
+        return add_coarse_part_conv(base * 1.0, part, weight, factors, equation)
+
+    assert torch.autograd.gradcheck(fn, (base, part, weight))
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])

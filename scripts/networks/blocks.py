@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from contextlib import contextmanager
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, List
 
 import torch
 import torch.nn as nn
@@ -52,7 +52,6 @@ __all__ = [
     "checkpoint_module",
     "interpolation",
     "make_upsample",
-    "nearest_ratio",
     "UPSAMPLE_MODES",
 ]
 
@@ -64,33 +63,6 @@ def _dropout(dropout: float | tuple | None) -> float | tuple | None:
     if dropout is None or (isinstance(dropout, (int, float)) and float(dropout) == 0.0):
         return None
     return dropout
-
-
-def nearest_ratio(src: List[int], dst: List[int]) -> Tuple[int, List[int]]:
-    """How nearest resizing maps spatial size ``src`` to ``dst``: ``(kind, factors)`` with kind 0 (same size),
-    1 (``src`` finer by integer ``factors``: a strided pick), 2 (``src`` coarser by integer ``factors``: each
-    sample repeated) or 3 (anything else). TorchScript-compatible (plain literals, no module-level constants)."""
-    factors: List[int] = []
-    finer = False
-    coarser = False
-    for a, b in zip(src, dst):
-        if a == b:
-            factors.append(1)
-        elif a > b and a % b == 0:
-            finer = True
-            factors.append(a // b)
-        elif b > a and b % a == 0:
-            coarser = True
-            factors.append(b // a)
-        else:
-            return 3, factors
-    if finer and coarser:
-        return 3, factors
-    if finer:
-        return 1, factors
-    if coarser:
-        return 2, factors
-    return 0, factors
 
 
 def center_crop(x: torch.Tensor, size: List[int]) -> torch.Tensor:

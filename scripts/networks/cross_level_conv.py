@@ -107,7 +107,7 @@ def strided_pick(x: Tensor, factors: List[int]) -> Tensor:
 def _axis_classes(factor: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """Per-axis (classes, taps, 3) matrix summing the 3 original taps into each position class's taps.
 
-    The classes are ordered (last, first[, middle]): see :func:`coarse_part_conv` for why.
+    The classes are ordered (last, first[, middle]), as in :func:`_class_layout`.
     """
     if factor == 1:
         return torch.eye(3, dtype=dtype, device=device).unsqueeze(0)  # one class, the 3 taps unchanged
@@ -118,16 +118,108 @@ def _axis_classes(factor: int, dtype: torch.dtype, device: torch.device) -> Tens
     return torch.tensor(rows, dtype=dtype, device=device)
 
 
-def coarse_part_conv(part: Tensor, weight: Tensor, factors: List[int], equation: str) -> Tensor:
-    """``conv(F.interpolate(part, scale_factor=factors, mode="nearest"), weight, padding=1)`` computed
-    at the low resolution.
+def _class_layout(factor: int) -> List[List[int]]:
+    """Per-axis ``[class, first position in the block, number of positions, low-resolution offset]`` rows,
+    classes numbered as in :func:`_axis_classes`: the last class of block ``j`` is conv output ``j + 1``."""
+    if factor == 1:
+        return [[0, 0, 1, 0]]
+    if factor == 2:
+        return [[0, 1, 1, 1], [1, 0, 1, 0]]
+    return [[0, factor - 1, 1, 1], [1, 0, 1, 0], [2, 1, factor - 2, 0]]
 
-    One convolution with kernel 2 and padding 1 evaluates every position class at every low-resolution
-    offset ``o = 0 .. n`` (``n + 1`` outputs per axis): the first and middle classes of block ``j`` are its
-    output ``o = j``, the last class is ``o = j + 1``. Interleaving the classes in the order
-    (last, first, middle x (s - 2)) gives, per axis, the sequence ``last(0), first(0), middle(0), ..., last(1),
-    first(1), ...``; dropping its first sample leaves exactly the high-resolution result, so the assembly is one
-    pixel-shuffle and a slice.
+
+def _class_combinations(factors: List[int]) -> List[List[List[int]]]:
+    """Every combination of per-axis class rows (row-major over the axes, as the flattened class index)."""
+    empty: List[List[int]] = []
+    combos: List[List[List[int]]] = [empty]
+    for s in factors:
+        extended: List[List[List[int]]] = []
+        for combo in combos:
+            for row in _class_layout(s):
+                extended.append(combo + [row])
+        combos = extended
+    return combos
+
+
+def _flat_class(combo: List[List[int]], n_classes: List[int]) -> int:
+    index = 0
+    for row, c in zip(combo, n_classes):
+        index = index * c + row[0]
+    return index
+
+
+def interleave_add_(out: Tensor, classes: Tensor, factors: List[int]) -> Tensor:
+    """Add the position classes of a coarse part into ``out`` in place, in one pass over ``out``.
+
+    Args:
+        out: ``(B, C_out, n_0 * s_0, ...)`` contiguous accumulator (modified in place and returned).
+        classes: ``(B, K, C_out, L_0, ...)`` class outputs of :func:`coarse_part_conv`'s convolution, ``K`` the
+            number of class combinations, ``L = n + 1`` on axes with ``s > 1``.
+        factors: per-axis factors ``s``.
+    """
+    dims = len(factors)
+    n_classes = [len(_class_layout(s)) for s in factors]
+    low = [int(out.shape[2 + d]) // factors[d] for d in range(dims)]
+    blocks = [int(out.shape[0]), int(out.shape[1])]
+    for d in range(dims):
+        blocks += [low[d], factors[d]]
+    out_blocks = out.view(blocks)  # (B, C, n_0, s_0, n_1, s_1, ...)
+    for combo in _class_combinations(factors):
+        source = classes.select(1, _flat_class(combo, n_classes))
+        target = out_blocks
+        for d in range(dims):
+            row = combo[d]
+            source = source.narrow(2 + 2 * d, row[3], low[d]).unsqueeze(3 + 2 * d)
+            target = target.narrow(3 + 2 * d, row[1], row[2])
+        target.add_(source)  # broadcasts the middle class over its s - 2 positions
+    return out
+
+
+class _InterleaveAdd(torch.autograd.Function):
+    """:func:`interleave_add_` with a one-pass backward (autograd's own would copy ``out`` once per class)."""
+
+    @staticmethod
+    def forward(ctx, out: Tensor, classes: Tensor, factors: List[int]) -> Tensor:
+        ctx.mark_dirty(out)
+        ctx.factors = factors
+        ctx.classes_shape = classes.shape
+        return interleave_add_(out, classes, factors)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        factors = ctx.factors
+        dims = len(factors)
+        n_classes = [len(_class_layout(s)) for s in factors]
+        low = [int(grad.shape[2 + d]) // factors[d] for d in range(dims)]
+        blocks = [int(grad.shape[0]), int(grad.shape[1])]
+        for d in range(dims):
+            blocks += [low[d], factors[d]]
+        grad_blocks = grad.contiguous().view(blocks)
+        grad_classes = grad.new_zeros(ctx.classes_shape)
+        for combo in _class_combinations(factors):
+            target = grad_classes.select(1, _flat_class(combo, n_classes))
+            source = grad_blocks
+            for d in range(dims):
+                row = combo[d]
+                target = target.narrow(2 + d, row[3], low[d])
+                source = source.narrow(3 + 2 * d, row[1], row[2])
+            # sum over the positions a class covers (the middle class covers s - 2 of each block)
+            target.copy_(source.sum(dim=[3 + 2 * d for d in range(dims)]))
+        return grad, grad_classes, None
+
+
+@torch.jit.unused
+def _interleave_add_autograd(out: Tensor, classes: Tensor, factors: List[int]) -> Tensor:
+    return _InterleaveAdd.apply(out, classes, factors)
+
+
+def coarse_part_conv(part: Tensor, weight: Tensor, factors: List[int], equation: str) -> Tensor:
+    """The class outputs of ``conv(F.interpolate(part, scale_factor=factors, mode="nearest"), weight, padding=1)``
+    at the low resolution; :func:`add_coarse_part_conv` places them at the high resolution.
+
+    One convolution with kernel 2 and padding 1 evaluates every position class at every low-resolution offset
+    ``o = 0 .. n`` (``n + 1`` outputs per axis): the first and middle classes of block ``j`` are its output
+    ``o = j``, the last class is ``o = j + 1``.
 
     Args:
         part: ``(B, C_in, n_0, ..., n_{d-1})`` low-resolution map.
@@ -136,50 +228,31 @@ def coarse_part_conv(part: Tensor, weight: Tensor, factors: List[int], equation:
         equation: :func:`class_kernel_equation` for ``d`` dimensions.
 
     Returns:
-        ``(B, C_out, n_0 * s_0, ..., n_{d-1} * s_{d-1})``, without bias.
+        ``(B, K, C_out, L_0, ..., L_{d-1})``: ``K`` class combinations, ``L = n + 1`` on axes with ``s > 1``.
     """
     dims = part.dim() - 2
-    batch = part.shape[0]
-    c_out = weight.shape[0]
     axis_mats = [_axis_classes(s, weight.dtype, weight.device) for s in factors]
-    n_classes = [int(m.shape[0]) for m in axis_mats]
     class_kernels = torch.einsum(equation, [weight] + axis_mats)  # (classes..., C_out, C_in, taps...)
     total_classes = 1
-    for c in n_classes:
-        total_classes *= c
+    for m in axis_mats:
+        total_classes *= int(m.shape[0])
+    c_out = int(weight.shape[0])
     flat_shape = [total_classes * c_out, int(weight.shape[1])] + [int(k) for k in class_kernels.shape[dims + 2 :]]
     out = conv_nd(part, class_kernels.reshape(flat_shape), None, 1)
-    grid = [int(v) for v in out.shape[2:]]  # n + 1 on axes with s > 1, n on the others
-    out = out.reshape([batch, total_classes, c_out] + grid)
-    if total_classes != _product(factors):  # some s >= 3: repeat the middle class s - 2 times
-        out = out.index_select(1, _class_index(n_classes, factors, out.device))
-    # pixel-shuffle: (B, s_0, ..., s_{d-1}, C_out, L_0, ...) -> (B, C_out, L_0, s_0, L_1, s_1, ...)
-    out = out.reshape([batch] + factors + [c_out] + grid)
-    order = [0, 1 + dims]
-    for d in range(dims):
-        order += [2 + dims + d, 1 + d]
-    out = out.permute(order).reshape([batch, c_out] + [grid[d] * factors[d] for d in range(dims)])
-    for d in range(dims):
-        if factors[d] > 1:
-            out = out.narrow(2 + d, 1, (grid[d] - 1) * factors[d])
-    return out
+    return out.reshape([int(part.shape[0]), total_classes, c_out] + [int(v) for v in out.shape[2:]])
 
 
-def _product(values: List[int]) -> int:
-    result = 1
-    for v in values:
-        result *= v
-    return result
+def add_coarse_part_conv(out: Tensor, part: Tensor, weight: Tensor, factors: List[int], equation: str) -> Tensor:
+    """``out + conv(F.interpolate(part, scale_factor=factors, mode="nearest"), weight, padding=1)``, computed at
+    the low resolution (:func:`coarse_part_conv`) and added into ``out`` in place in one pass.
 
-
-def _class_index(n_classes: List[int], factors: List[int], device: torch.device) -> Tensor:
-    """Index into the flattened class axis that lists, for every position of an s-block (row-major over the
-    axes), its class: per axis (last, first, middle, ..., middle)."""
-    index = torch.zeros(1, dtype=torch.long, device=device)
-    for c, s in zip(n_classes, factors):
-        per_axis = torch.tensor([0, 1] + [2] * (s - 2) if s > 1 else [0], dtype=torch.long, device=device)
-        index = (index.unsqueeze(1) * c + per_axis.unsqueeze(0)).reshape(-1)
-    return index
+    ``out`` must be a tensor this module owns (the output of the fused convolution), ``(B, C_out, *N)`` with
+    ``N = n * s``.
+    """
+    classes = coarse_part_conv(part, weight, factors, equation)
+    if torch.jit.is_scripting() or not (out.requires_grad or classes.requires_grad):
+        return interleave_add_(out, classes, factors)
+    return _interleave_add_autograd(out, classes, factors)
 
 
 def cross_level_conv(
@@ -233,5 +306,5 @@ def cross_level_conv(
     else:
         out = conv_nd(torch.cat(same_inputs, 1), torch.cat(same_weights, 1), bias, 1)
     for part, part_weight, factors in zip(coarse_inputs, coarse_weights, coarse_factors):
-        out = out + coarse_part_conv(part, part_weight, factors, equation)
+        out = add_coarse_part_conv(out, part, part_weight, factors, equation)
     return out

@@ -20,8 +20,8 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
-from .blocks import ChannelAttention, nearest_ratio
-from .cross_level_conv import cross_level_conv, strided_pick
+from .blocks import ChannelAttention
+from .cross_level_conv import cross_level_conv, size_ratio, strided_pick
 from .registry import register_network
 from .xunet import UpCatAll, XUNet
 
@@ -31,10 +31,10 @@ __all__ = ["UpCatAllSE", "XUNetAttn", "nearest_resized_mean"]
 def nearest_resized_mean(x: torch.Tensor, size: List[int]) -> torch.Tensor:
     """Per-channel mean ``(B, C)`` of ``F.interpolate(x, size=size, mode="nearest")``, computed without the
     upsampling when the size ratio is an integer."""
-    kind, factors = nearest_ratio([int(v) for v in x.shape[2:]], size)
-    if kind == 0 or kind == 2:  # same size, or each sample repeated equally often
+    kind, factors = size_ratio([int(v) for v in x.shape[2:]], size)
+    if kind == "same" or kind == "coarser":  # same size, or each sample repeated equally often
         return x.flatten(2).mean(2)
-    if kind == 1:  # finer: nearest downsampling is a strided pick
+    if kind == "finer":  # finer: nearest downsampling is a strided pick
         return strided_pick(x, factors).flatten(2).mean(2)
     return F.interpolate(x, size=size, mode="nearest").flatten(2).mean(2)
 

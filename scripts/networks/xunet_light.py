@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv
 
-from .blocks import SeparableConv, _dropout, nearest_ratio
-from .cross_level_conv import conv_nd, strided_pick
+from .blocks import SeparableConv, _dropout
+from .cross_level_conv import conv_nd, size_ratio, strided_pick
 from .registry import register_network
 from .xunet import UpCatAll, XUNet
 
@@ -68,12 +68,12 @@ class UpCatAllLight(UpCatAll):
                 channels = int(s.shape[1])
                 part_weight = weight.narrow(1, offset, channels)
                 offset += channels
-                kind, factors = nearest_ratio([int(v) for v in s.shape[2:]], size)
-                if kind == 1:  # finer: nearest downsampling is a strided pick
+                kind, factors = size_ratio([int(v) for v in s.shape[2:]], size)
+                if kind == "finer":  # finer: nearest downsampling is a strided pick
                     s = strided_pick(s, factors)
-                    kind = 0
+                    kind = "same"
                 part = conv_nd(s, part_weight, None, 0)
-                if kind != 0:  # coarser or irregular: resize the out_chns-channel result
+                if kind != "same":  # coarser or irregular: resize the out_chns-channel result
                     part = F.interpolate(part, size=size, mode="nearest")
                 fused = fused + part
         else:
