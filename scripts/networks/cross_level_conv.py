@@ -195,12 +195,14 @@ class _InterleaveAdd(torch.autograd.Function):
         for d in range(dims):
             blocks += [low[d], factors[d]]
         grad_blocks = grad.contiguous().view(blocks)
-        grad_classes = grad.new_zeros(ctx.classes_shape)
+        grad_classes = grad.new_empty(ctx.classes_shape)
         for combo in _class_combinations(factors):
             target = grad_classes.select(1, _flat_class(combo, n_classes))
             source = grad_blocks
             for d in range(dims):
                 row = combo[d]
+                if factors[d] > 1:  # the one low-resolution plane this class does not reach gets no gradient
+                    target.narrow(2 + d, low[d] if row[3] == 0 else 0, 1).zero_()
                 target = target.narrow(2 + d, row[3], low[d])
                 source = source.narrow(3 + 2 * d, row[1], row[2])
             # sum over the positions a class covers (the middle class covers s - 2 of each block)
