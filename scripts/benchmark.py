@@ -225,7 +225,24 @@ def run(settings=("2d", "3d", "bundle"), repeats: int = 3, device: str = "auto",
     return None
 
 
+def profile(network: str = "xunet_fast", setting: str = "3d", rows: int = 15, out: str | None = None) -> None:
+    """Operator profile (torch.profiler, CPU self time) of one forward+backward pass after a warm-up: where the
+    time goes. ``out`` also writes the table to a file."""
+    cfg = _bundle_setting() if setting == "bundle" else SETTINGS[setting]
+    torch.manual_seed(0)
+    net = _build(network, cfg)
+    x = torch.randn(cfg["shape"])
+    net(x).mean().backward()
+    with torch.profiler.profile() as prof:
+        net(x).mean().backward()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40)
+    header = f"{network} forward+backward, {cfg['description']}, input {cfg['shape']}, torch {torch.__version__}\n"
+    print(header + table)
+    if out:
+        Path(out).write_text(header + table + "\n")
+
+
 if __name__ == "__main__":
     # `measure` prints one JSON line for the parent process; `run` prints the table.
-    fire.Fire({"run": run, "measure": lambda *a, **k: print(json.dumps(measure(*a, **k))),
+    fire.Fire({"run": run, "profile": profile, "measure": lambda *a, **k: print(json.dumps(measure(*a, **k))),
                "bundle": lambda dataset_dir: print(json.dumps(bundle_timings(dataset_dir), indent=1))})
