@@ -187,13 +187,20 @@ class XUNet(nn.Module):
         self.down_3 = Down(spatial_dims, fea[2], fea[3], act, norm, bias, dropout)
         self.down_4 = Down(spatial_dims, fea[3], fea[4], act, norm, bias, dropout)
 
-        common = dict(act=act, norm=norm, bias=bias, dropout=dropout, upsample=upsample, fast=fast)
-        self.upcat_4 = UpCatAll(spatial_dims, fea[4], skip, fea[3], **common)
-        self.upcat_3 = UpCatAll(spatial_dims, fea[3], skip, fea[2], **common)
-        self.upcat_2 = UpCatAll(spatial_dims, fea[2], skip, fea[1], **common)
-        self.upcat_1 = UpCatAll(spatial_dims, fea[1], skip, fea[5], halves=False, **common)
+        options = dict(act=act, norm=norm, bias=bias, dropout=dropout, upsample=upsample, fast=fast)
+        self.upcat_4 = self.decoder_stage(spatial_dims, fea[4], skip, fea[3], True, options)
+        self.upcat_3 = self.decoder_stage(spatial_dims, fea[3], skip, fea[2], True, options)
+        self.upcat_2 = self.decoder_stage(spatial_dims, fea[2], skip, fea[1], True, options)
+        self.upcat_1 = self.decoder_stage(spatial_dims, fea[1], skip, fea[5], False, options)
 
         self.final_conv = Conv["conv", spatial_dims](fea[5], out_channels, kernel_size=1)
+
+    def decoder_stage(
+        self, spatial_dims: int, in_chns: int, skip_chns: Sequence[int], out_chns: int, halves: bool, options: dict
+    ) -> nn.Module:
+        """Build one decoder stage (called by ``__init__``); variants of XUNet override this to change how a
+        stage fuses the encoder levels. ``options``: act, norm, bias, dropout, upsample, fast."""
+        return UpCatAll(spatial_dims, in_chns, skip_chns, out_chns, halves=halves, **options)
 
     def set_fast(self, fast: bool) -> XUNet:
         """Switch every decoder stage between the fast exact path and the straightforward one."""

@@ -115,11 +115,9 @@ class XUNetAttn(XUNet):
                 :class:`~.xunet.XUNet`.
             reduction: channel reduction of the attention's hidden layer.
         """
+        self.reduction = reduction  # read by decoder_stage during XUNet.__init__
         super().__init__(spatial_dims, in_channels, out_channels, features, act, norm, bias, dropout, upsample, fast)
-        fea = [int(f) for f in features]
-        skip = fea[:5]
-        common = dict(act=act, norm=norm, bias=bias, dropout=dropout, upsample=upsample, fast=fast, reduction=reduction)
-        self.upcat_4 = UpCatAllSE(spatial_dims, fea[4], skip, fea[3], **common)
-        self.upcat_3 = UpCatAllSE(spatial_dims, fea[3], skip, fea[2], **common)
-        self.upcat_2 = UpCatAllSE(spatial_dims, fea[2], skip, fea[1], **common)
-        self.upcat_1 = UpCatAllSE(spatial_dims, fea[1], skip, fea[5], halves=False, **common)
+
+    def decoder_stage(self, spatial_dims, in_chns, skip_chns, out_chns, halves, options):
+        return UpCatAllSE(spatial_dims, in_chns, skip_chns, out_chns, halves=halves, reduction=self.reduction,
+                          **options)

@@ -108,10 +108,6 @@ class XUNetLight(XUNet):
                 :class:`~.xunet.XUNet` (``fast`` here selects the exact low-resolution pointwise fusion).
         """
         super().__init__(spatial_dims, in_channels, out_channels, features, act, norm, bias, dropout, upsample, fast)
-        fea = [int(f) for f in features]
-        skip = fea[:5]
-        common = dict(dropout=dropout, upsample=upsample, fast=fast)
-        self.upcat_4 = UpCatAllLight(spatial_dims, fea[4], skip, fea[3], act, norm, bias, **common)
-        self.upcat_3 = UpCatAllLight(spatial_dims, fea[3], skip, fea[2], act, norm, bias, **common)
-        self.upcat_2 = UpCatAllLight(spatial_dims, fea[2], skip, fea[1], act, norm, bias, **common)
-        self.upcat_1 = UpCatAllLight(spatial_dims, fea[1], skip, fea[5], act, norm, bias, halves=False, **common)
+
+    def decoder_stage(self, spatial_dims, in_chns, skip_chns, out_chns, halves, options):
+        return UpCatAllLight(spatial_dims, in_chns, skip_chns, out_chns, halves=halves, **options)
