@@ -441,7 +441,28 @@ class GatedUpStage(nn.Module):
         return self.block(torch.cat([self.gate(g, skip), g], dim=1))
 
 
-class GatedUNetSkeleton(nn.Module):
+class EncoderDecoderNet(nn.Module):
+    """Forward pass shared by the U-Nets built from stage lists (Attention U-Net, R2U-Net, ResUNet).
+
+    Subclasses set ``encoder`` (ModuleList, finest level first), ``decoder`` (ModuleList of stages called as
+    ``stage(x, skip)``, deepest first), ``head``, ``depth`` (number of downsamplings) and ``multiple``
+    (``2 ** depth``). Inputs of any size are zero-padded to ``multiple`` and the output is cropped back.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_channels, *S)`` -> ``(B, out_channels, *S)`` logits, any ``S``."""
+        spatial_size = [int(s) for s in x.shape[2:]]
+        x = _pad_to_multiple(x, self.multiple)
+        skips: List[torch.Tensor] = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        for i, stage in enumerate(self.decoder):
+            x = stage(x, skips[self.depth - 1 - i])
+        return _crop_to(self.head(x), spatial_size)
+
+
+class GatedUNetSkeleton(EncoderDecoderNet):
     """The U-Net skeleton shared by Attention U-Net, R2U-Net and R2AttU-Net (1D/2D/3D).
 
     Encoder: ``make_block(in, f0)``, then per level ``maxpool(2) -> make_block(f_{l-1}, f_l)``. Decoder per level
@@ -502,14 +523,3 @@ class GatedUNetSkeleton(nn.Module):
             self.decoder.append(GatedUpStage(up, gate, make_block(2 * fea[level], fea[level])))
         self.head = Conv["conv", spatial_dims](fea[0], out_channels, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_channels, *S)`` -> ``(B, out_channels, *S)`` logits, any ``S``."""
-        spatial_size = [int(s) for s in x.shape[2:]]
-        x = _pad_to_multiple(x, self.multiple)
-        skips: List[torch.Tensor] = []
-        for stage in self.encoder:
-            x = stage(x)
-            skips.append(x)
-        for i, stage in enumerate(self.decoder):
-            x = stage(x, skips[self.depth - 1 - i])
-        return _crop_to(self.head(x), spatial_size)

@@ -7,15 +7,13 @@ concatenates the encoder map of its level and applies a residual unit; a 1x1 con
 """
 
 from collections.abc import Sequence
-from typing import List
 
 import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Conv
 
-from .blocks import UPSAMPLE_MODES, PreActResidualUnit, make_upsample
+from .blocks import UPSAMPLE_MODES, EncoderDecoderNet, PreActResidualUnit, make_upsample
 from .registry import register_network
-from .xunet import crop_to, pad_to_multiple
 
 __all__ = ["ResUNet", "ResUpStage"]
 
@@ -33,7 +31,7 @@ class ResUpStage(nn.Module):
 
 
 @register_network("resunet", "res_unet", "deepresunet")
-class ResUNet(nn.Module):
+class ResUNet(EncoderDecoderNet):
     """ResUNet with ``len(features) - 1`` stride-2 downsamplings.
 
     Inputs of any size are zero-padded to a multiple of ``2 ** (len(features) - 1)`` and the output is cropped
@@ -98,15 +96,3 @@ class ResUNet(nn.Module):
                 ResUpStage(up, PreActResidualUnit(spatial_dims, fea[level] + up_chns, fea[level], 1, **unit))
             )
         self.head = Conv["conv", spatial_dims](fea[0], out_channels, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_channels, *S)`` -> ``(B, out_channels, *S)`` logits, any ``S``."""
-        spatial_size = [int(s) for s in x.shape[2:]]
-        x = pad_to_multiple(x, self.multiple)
-        skips: List[torch.Tensor] = []
-        for stage in self.encoder:
-            x = stage(x)
-            skips.append(x)
-        for i, stage in enumerate(self.decoder):
-            x = stage(x, skips[self.depth - 1 - i])
-        return crop_to(self.head(x), spatial_size)
