@@ -72,15 +72,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(network: str, setting: str, mode: str, repeats: int = 3, device: str = "auto") -> dict:
-    """One measurement (used by :func:`run` in a child process): ``mode`` is "forward" or "train"."""
+def measure(network: str, setting: str, mode: str, repeats: int = 3, device: str = "auto",
+            precision: str = "float32") -> dict:
+    """One measurement (used by :func:`run` in a child process): ``mode`` is "forward" or "train";
+    ``precision`` is the bundle's setting of that name (``float32`` or ``bfloat16`` autocast)."""
+    from scripts.precision import with_autocast
+
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     cfg = _bundle_setting() if setting == "bundle" else SETTINGS[setting]
     torch.manual_seed(0)
-    net = _build(network, cfg).to(dev)
+    model = _build(network, cfg).to(dev)
+    net = with_autocast(model, precision)
     x = torch.randn(cfg["shape"], device=dev)
-    optimizer = torch.optim.SGD(net.parameters(), lr=1e-6)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
 
     def step():
         if mode == "forward":
@@ -107,30 +112,37 @@ def measure(network: str, setting: str, mode: str, repeats: int = 3, device: str
         _sync(dev)
         times.append(time.perf_counter() - start)
     return {"network": network, "setting": setting, "mode": mode, "median_s": statistics.median(times),
-            "times_s": times, "peak_mem_mb": peak / 2**20, "device": str(dev)}
+            "times_s": times, "peak_mem_mb": peak / 2**20, "device": str(dev), "precision": precision}
 
 
-def _child(network: str, setting: str, mode: str, repeats: int, device: str) -> dict:
+def _child(network: str, setting: str, mode: str, repeats: int, device: str, precision: str = "float32") -> dict:
     cmd = [sys.executable, "-m", "scripts.benchmark", "measure", network, setting, mode, f"--repeats={repeats}",
-           f"--device={device}"]
+           f"--device={device}", f"--precision={precision}"]
     out = subprocess.run(cmd, cwd=BUNDLE_ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def bundle_timings(dataset_dir: str, repeats_volumes: int = 10) -> dict:
-    """The bundle's training epoch time and per-volume sliding-window inference time, fast vs straightforward.
+    """The bundle's training epoch time and per-volume sliding-window inference time: straightforward and fast
+    XUNet in float32, and fast XUNet at the training config's default ``precision`` where that is bfloat16.
 
     One epoch of ``configs/train.json`` (validation off) on the data at ``dataset_dir``, and inference of
     ``repeats_volumes`` validation volumes with the bundle's SlidingWindowInferer.
     """
     from monai.bundle import ConfigWorkflow
 
+    from scripts.precision import fast_precision
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    variants = [("straightforward float32", False, "float32"), ("fast float32", True, "float32")]
+    if fast_precision(device) != "float32":
+        variants.append((f"fast {fast_precision(device)}", True, fast_precision(device)))
     results = {}
-    for fast in (False, True):
+    for name, fast, precision in variants:
         overrides = {
             "dataset_dir": dataset_dir, "bundle_root": str(BUNDLE_ROOT), "ckpt_dir": "/tmp/xunet_benchmark/models",
             "tensorboard_dir": "/tmp/xunet_benchmark/runs", "val_interval": 10**6, "download": False,
-            "train#trainer#max_epochs": 1,
+            "train#trainer#max_epochs": 1, "precision": precision,
         }
         workflow = ConfigWorkflow(config_file=str(BUNDLE_ROOT / "configs" / "train.json"),
                                   meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"), workflow_type="train",
@@ -142,6 +154,7 @@ def bundle_timings(dataset_dir: str, repeats_volumes: int = 10) -> dict:
         workflow.run()
         epoch_s = time.perf_counter() - start
         network.eval()
+        engine_network = workflow.parser.get_parsed_content("engine_network")
         inferer = workflow.parser.get_parsed_content("validate#inferer")
         dataset = workflow.parser.get_parsed_content("validate#dataset")
         per_volume = []
@@ -149,63 +162,95 @@ def bundle_timings(dataset_dir: str, repeats_volumes: int = 10) -> dict:
             for i in range(min(repeats_volumes, len(dataset))):
                 image = dataset[i]["image"][None].to(workflow.parser.get_parsed_content("device"))
                 start = time.perf_counter()
-                inferer(image, network)
+                inferer(image, engine_network)
                 per_volume.append(time.perf_counter() - start)
         workflow.finalize()
-        results["fast" if fast else "straightforward"] = {
+        results[name] = {
             "epoch_s": epoch_s, "inference_per_volume_s": statistics.median(per_volume),
             "volumes": len(per_volume), "train_cases": len(workflow.parser.get_parsed_content("train#dataset")),
         }
     return results
 
 
+def _by_round(rows: list[dict], setting: str) -> dict:
+    """``{(network, mode): {round: row}}`` for one setting (rows without a round are round 0)."""
+    by: dict = {}
+    for r in rows:
+        if r["setting"] == setting:
+            by.setdefault((r["network"], r["mode"]), {})[r.get("round", 0)] = r
+    return by
+
+
+def _median(runs: dict, key: str) -> float:
+    return statistics.median(r[key] for r in runs.values())
+
+
+def _ratio(runs: dict, base: dict, key: str) -> str:
+    """Median over rounds of the ratio measured within each round (paired, so drift of the machine between
+    rounds cancels), with the range over rounds when there are several."""
+    ratios = [runs[k][key] / max(base[k][key], 1e-9) for k in runs if k in base]
+    text = f"{statistics.median(ratios):.2f}"
+    return text if len(ratios) == 1 else f"{text} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def _format(rows: list[dict], bundle: dict | None, meta: dict) -> str:
     lines = ["# XUNet benchmarks", "",
              f"Produced by `{meta['command']}` on {meta['device']} ({meta['cpu_threads']} threads), "
-             f"torch {meta['torch']}, {meta['date']}. Median of {meta['repeats']} timed runs after one warm-up; "
-             "each measurement in a fresh process. Ratios are to MONAI BasicUNet at the same setting. "
+             f"torch {meta['torch']}, {meta['date']}, {meta.get('precision', 'float32')}. Median of {meta['repeats']} timed runs after one warm-up; "
+             f"each measurement in a fresh process; {meta.get('rounds', 1)} round(s), the networks taking turns in "
+             "each. Ratios are to MONAI BasicUNet at the same setting, measured within a round; with several rounds, "
+             "the median ratio and its range over rounds. "
              f"Peak memory: {meta['memory_note']}", ""]
     for setting in dict.fromkeys(r["setting"] for r in rows):
         cfg = _bundle_setting() if setting == "bundle" else SETTINGS[setting]
         lines += [f"## {cfg['description']}: input {cfg['shape']}, features {list(cfg['features'])}", "",
                   "| network | forward s | x BasicUNet | forward+backward s | x BasicUNet | train peak MB | x BasicUNet |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
-        by = {(r["network"], r["mode"]): r for r in rows if r["setting"] == setting}
+        by = _by_round(rows, setting)
         for net in NETWORKS:
-            f, t = by.get((net, "forward")), by.get((net, "train"))
-            if not f or not t:
+            if (net, "forward") not in by or (net, "train") not in by:
                 continue
+            f, t = by[(net, "forward")], by[(net, "train")]
             bf, bt = by[("basicunet", "forward")], by[("basicunet", "train")]
-            lines.append(f"| {net} | {f['median_s']:.3f} | {f['median_s'] / bf['median_s']:.2f} | "
-                         f"{t['median_s']:.3f} | {t['median_s'] / bt['median_s']:.2f} | {t['peak_mem_mb']:.0f} | "
-                         f"{t['peak_mem_mb'] / max(bt['peak_mem_mb'], 1e-9):.2f} |")
-        slow, fast = by.get(("xunet_straightforward", "train")), by.get(("xunet_fast", "train"))
-        slow_f, fast_f = by.get(("xunet_straightforward", "forward")), by.get(("xunet_fast", "forward"))
-        if slow and fast:
-            lines += ["", f"Fast vs straightforward XUNet: forward {slow_f['median_s'] / fast_f['median_s']:.2f}x "
-                          f"faster, forward+backward {slow['median_s'] / fast['median_s']:.2f}x faster.", ""]
+            lines.append(f"| {net} | {_median(f, 'median_s'):.3f} | {_ratio(f, bf, 'median_s')} | "
+                         f"{_median(t, 'median_s'):.3f} | {_ratio(t, bt, 'median_s')} | {_median(t, 'peak_mem_mb'):.0f} | "
+                         f"{_ratio(t, bt, 'peak_mem_mb')} |")
+        if ("xunet_straightforward", "train") in by and ("xunet_fast", "train") in by:
+            slow, fast = by[("xunet_straightforward", "train")], by[("xunet_fast", "train")]
+            slow_f, fast_f = by[("xunet_straightforward", "forward")], by[("xunet_fast", "forward")]
+            lines += ["", f"Fast vs straightforward XUNet: forward {_ratio(slow_f, fast_f, 'median_s')}x "
+                          f"faster, forward+backward {_ratio(slow, fast, 'median_s')}x faster.", ""]
     if bundle:
-        s, f = bundle["straightforward"], bundle["fast"]
         lines += ["## The bundle (configs/train.json on MSD Task04 Hippocampus)", "",
-                  "| XUNet path | training epoch s | inference per volume s |", "|---|---:|---:|",
-                  f"| straightforward | {s['epoch_s']:.1f} | {s['inference_per_volume_s']:.3f} |",
-                  f"| fast | {f['epoch_s']:.1f} | {f['inference_per_volume_s']:.3f} |", "",
-                  f"One epoch = {f['train_cases']} training cases; inference = median over {f['volumes']} "
-                  "validation volumes with the bundle's SlidingWindowInferer.", ""]
+                  "| XUNet path, precision | training epoch s | inference per volume s |", "|---|---:|---:|"]
+        lines += [f"| {name} | {b['epoch_s']:.1f} | {b['inference_per_volume_s']:.3f} |" for name, b in bundle.items()]
+        last = list(bundle.values())[-1]
+        lines += ["", f"One epoch = {last['train_cases']} training cases; inference = median over {last['volumes']} "
+                  "validation volumes with the bundle's SlidingWindowInferer. The training config's default "
+                  "precision is the last row's.", ""]
     return "\n".join(lines)
 
 
 def run(settings=("2d", "3d", "bundle"), repeats: int = 3, device: str = "auto", bundle_epoch: bool = True,
-        dataset_dir: str | None = None, out_md: str = "docs/benchmarks.md", out_json: str = "docs/benchmarks.json"):
-    """Measure every network at every setting, print the table and write ``out_md`` and ``out_json``."""
+        dataset_dir: str | None = None, out_md: str = "docs/benchmarks.md", out_json: str = "docs/benchmarks.json",
+        precision: str = "float32", rounds: int = 1, networks=NETWORKS):
+    """Measure every network at every setting, print the table and write ``out_md`` and ``out_json``.
+
+    ``precision="bfloat16"`` times every network under bfloat16 autocast instead of float32. ``rounds`` > 1
+    repeats everything with the networks taking turns, so a machine whose speed drifts (shared CPUs) affects
+    them alike; ratios are then paired within each round. ``networks`` limits the networks measured
+    (BasicUNet, the reference, is always included)."""
+    networks = ("basicunet",) + tuple(n for n in networks if n != "basicunet")
     rows = []
-    for setting in settings:
-        for network in NETWORKS:
-            for mode in ("forward", "train"):
-                row = _child(network, setting, mode, repeats, device)
-                print(f"{setting:7s} {network:22s} {mode:8s} {row['median_s']:8.3f} s  {row['peak_mem_mb']:8.0f} MB",
-                      flush=True)
-                rows.append(row)
+    for round_index in range(rounds):
+        for setting in settings:
+            for network in networks:
+                for mode in ("forward", "train"):
+                    row = _child(network, setting, mode, repeats, device, precision)
+                    row["round"] = round_index
+                    print(f"{round_index} {setting:7s} {network:22s} {mode:8s} {row['median_s']:8.3f} s  "
+                          f"{row['peak_mem_mb']:8.0f} MB", flush=True)
+                    rows.append(row)
     bundle = None
     if bundle_epoch:
         data = dataset_dir or str(BUNDLE_ROOT.parent / "shared" / "data" / "Task04_Hippocampus")
@@ -214,6 +259,7 @@ def run(settings=("2d", "3d", "bundle"), repeats: int = 3, device: str = "auto",
         "command": "python -m scripts.benchmark run " + " ".join(sys.argv[2:]),
         "device": rows[0]["device"] if rows[0]["device"] != "cpu" else f"CPU ({platform.processor() or platform.machine()})",
         "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": repeats,
+        "precision": precision, "rounds": rounds,
         "date": time.strftime("%Y-%m-%d"),
         "memory_note": "CUDA max_memory_allocated" if rows[0]["device"].startswith("cuda") else
         "growth of peak RSS over the process size after building model and input (CPU)",

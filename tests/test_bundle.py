@@ -66,6 +66,28 @@ def test_properties_complete(workflow_type, config, hippocampus_dir, tmp_path):
     assert workflow.check_properties() in (None, [])
 
 
+@pytest.mark.parametrize("workflow_type,config", [("train", TRAIN), ("eval", EVALUATE), ("infer", INFER)])
+def test_precision_trains_mixed_and_reports_full(workflow_type, config, hippocampus_dir, tmp_path):
+    """Training (and its validation) runs at the machine's fast precision; evaluation and inference, whose
+    numbers are reported, run in float32 unless ``--precision`` says otherwise."""
+    from scripts.precision import AutocastForward, fast_precision
+
+    data = {"infer": hippocampus_dir / "imagesTr"}.get(workflow_type, hippocampus_dir)
+    workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
+                              dataset_dir=str(data), output_dir=str(tmp_path))
+    workflow.initialize()
+    parser = workflow.parser
+    expected = fast_precision(parser.get_parsed_content("device")) if workflow_type == "train" else "float32"
+    assert parser.get_parsed_content("precision") == expected
+    network, engine_network = parser.get_parsed_content("network"), parser.get_parsed_content("engine_network")
+    if expected == "float32":
+        assert engine_network is network
+    else:
+        assert isinstance(engine_network, AutocastForward) and engine_network.network is network
+    engine = parser.get_parsed_content("train#trainer" if workflow_type == "train" else "evaluator")
+    assert engine.network is engine_network
+
+
 def test_bundle_root_is_the_bundle_from_any_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train")

@@ -4,14 +4,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import scripts.networks.cross_level_conv as clc
 from scripts.networks.cross_level_conv import (
     COARSER,
     FINER,
     OTHER,
     SAME,
-    class_kernel_equation,
+    _interleave_add_by_class,
     add_coarse_part_conv,
+    class_kernel_equation,
+    coarse_part_conv,
+    coarse_part_deconv,
     cross_level_conv,
+    interleave_add_,
+    prefers_deconv,
     size_ratio,
 )
 
@@ -54,6 +60,49 @@ def test_coarse_part_with_mixed_factors():
     assert torch.allclose(got, expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("factor", [2, 3, 4, 8])
+def test_coarse_part_deconv_equals_upsample_then_conv(dims, factor):
+    torch.manual_seed(10 + factor)
+    low = (3, 4, 2)[:dims]
+    part = torch.randn((2, 3) + low, dtype=torch.float64)
+    weight = torch.randn((5, 3) + (3,) * dims, dtype=torch.float64)
+    expected = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims](
+        F.interpolate(part, scale_factor=factor, mode="nearest"), weight, padding=1
+    )
+    got = coarse_part_deconv(part, weight, [factor] * dims)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_coarse_part_deconv_with_mixed_factors():
+    part = torch.randn(1, 2, 3, 5, 2, dtype=torch.float64)
+    weight = torch.randn(4, 2, 3, 3, 3, dtype=torch.float64)
+    expected = F.conv3d(F.interpolate(part, size=[6, 5, 6], mode="nearest"), weight, padding=1)
+    assert torch.allclose(coarse_part_deconv(part, weight, [2, 1, 3]), expected, atol=1e-12)
+
+
+def test_prefers_deconv_up_to_factor_four():
+    """Equal multiply-adds up to s = 4 (no interleaving pass: deconvolution); far fewer for the class
+    convolution from s = 8 on."""
+    assert prefers_deconv([2, 2, 2]) and prefers_deconv([4, 4]) and prefers_deconv([3]) and prefers_deconv([2, 1, 4])
+    assert not prefers_deconv([8, 8, 8]) and not prefers_deconv([16, 16]) and not prefers_deconv([8])
+
+
+@pytest.mark.parametrize("factors", [[2], [5], [3, 2], [2, 1, 4], [4, 3, 8]])
+def test_strided_interleave_equals_per_class_interleave(factors):
+    """The strided-view interleave (eager) against the per-class narrow version (what exporters trace)."""
+    torch.manual_seed(len(factors))
+    dims = len(factors)
+    part = torch.randn((2, 3) + (3, 2, 4)[:dims], dtype=torch.float64)
+    weight = torch.randn((4, 3) + (3,) * dims, dtype=torch.float64)
+    classes = coarse_part_conv(part, weight, factors, class_kernel_equation(dims))
+    base = torch.randn((2, 4) + tuple(n * s for n, s in zip(part.shape[2:], factors)), dtype=torch.float64)
+    strided = interleave_add_(base.clone(), classes, factors)
+    per_class = _interleave_add_by_class(base.clone(), classes, factors)
+    assert torch.equal(strided, per_class)
+
+
 @pytest.mark.parametrize("factors", [[2], [3, 2], [2, 1, 4]])
 def test_interleaved_add_gradients(factors):
     """The one-pass backward of the interleaving add against finite differences."""
@@ -72,28 +121,34 @@ def test_interleaved_add_gradients(factors):
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
-def test_cross_level_conv_mixes_finer_same_coarser_and_odd_parts(dims):
+@pytest.mark.parametrize("deconv", [True, False], ids=["deconv-for-small-factors", "class-conv-only"])
+def test_cross_level_conv_mixes_finer_same_coarser_and_odd_parts(dims, deconv, monkeypatch):
+    if not deconv:  # large outputs take the class convolution for every coarser part
+        monkeypatch.setattr(clc, "deconv_max_output", lambda: 0)
     torch.manual_seed(dims)
-    size = (12, 8, 4)[:dims]
+    size = (16, 8, 8)[:dims]
     target = torch.randn((2, 3) + size, dtype=torch.float64)
     parts = [
         torch.randn((2, 2) + tuple(s * 2 for s in size), dtype=torch.float64),  # finer
         torch.randn((2, 4) + size, dtype=torch.float64),  # same
-        torch.randn((2, 3) + tuple(s // 2 for s in size), dtype=torch.float64),  # coarser
-        torch.randn((2, 1) + tuple(s // 4 for s in size), dtype=torch.float64),  # coarser still
+        torch.randn((2, 3) + tuple(s // 2 for s in size), dtype=torch.float64),  # coarser: deconvolution
+        torch.randn((2, 1) + tuple(s // 4 for s in size), dtype=torch.float64),  # coarser still: deconvolution
+        torch.randn((2, 2) + tuple(s // 8 for s in size), dtype=torch.float64),  # 8x: class convolution
         torch.randn((2, 2) + tuple(s + 3 for s in size), dtype=torch.float64),  # no integer ratio: fallback
     ]
     channels = 3 + sum(p.shape[1] for p in parts)
     weight = torch.randn((5, channels) + (3,) * dims, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    inputs = [target.requires_grad_()] + [p.requires_grad_() for p in parts]
     expected = reference(target, parts, weight, bias)
     got = cross_level_conv(target, parts, weight, bias, class_kernel_equation(dims))
     assert torch.allclose(got, expected, rtol=1e-10, atol=1e-10)
-    # gradients with respect to the weight and bias are the same as well
+    # gradients with respect to the weight, the bias and every input map are the same as well
     g = torch.randn_like(expected)
-    dw_ref, db_ref = torch.autograd.grad((expected * g).sum(), [weight, bias])
-    dw, db = torch.autograd.grad((got * g).sum(), [weight, bias])
-    assert torch.allclose(dw, dw_ref, atol=1e-9) and torch.allclose(db, db_ref, atol=1e-9)
+    grads_ref = torch.autograd.grad((expected * g).sum(), [weight, bias] + inputs)
+    grads = torch.autograd.grad((got * g).sum(), [weight, bias] + inputs)
+    for got_grad, ref_grad in zip(grads, grads_ref):
+        assert torch.allclose(got_grad, ref_grad, rtol=1e-10, atol=1e-9)
 
 
 def test_channel_mismatch_is_reported():

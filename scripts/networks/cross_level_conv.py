@@ -14,8 +14,14 @@ XUNet's decoder convolves ``cat([up, resize(x0), ..., resize(x4)])`` where ``res
   of 2 taps (first: ``(w[0], w[1] + w[2])`` at offsets ``(-1, 0)``; last: ``(w[0] + w[1], w[2])`` at
   ``(0, +1)``; middle: ``w[0] + w[1] + w[2]``). All classes are stacked as output channels of **one**
   low-resolution convolution (kernel 2 per axis, padding 1), and the results are interleaved back to the
-  high resolution. Zero padding at the high resolution is zero padding at the low resolution, so borders
+  high resolution with one strided add per group of positions (1 for ``s = 2``, at most ``2 ** dims``
+  otherwise). Zero padding at the high resolution is zero padding at the low resolution, so borders
   are exact too.
+* The same summed taps, laid out per output position, form the kernel (``s + 2`` taps per axis) of **one**
+  transposed convolution with stride ``s`` that writes the full-resolution result directly. For ``s <= 4``
+  it does exactly as many multiply-adds as the class convolution and needs no interleaving pass, so it is
+  used there for outputs up to :func:`deconv_max_output` elements (above that the class convolution is faster on
+  the CPU); from ``s = 8`` on the class convolution does far fewer (:func:`prefers_deconv`).
 
 Parts whose size ratio to ``up`` is not an integer on every axis (or is up on one axis and down on another)
 fall back to ``F.interpolate`` + ordinary convolution; the result is the same, only slower.
@@ -107,65 +113,150 @@ def strided_pick(x: Tensor, factors: List[int]) -> Tensor:
 def _axis_classes(factor: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """Per-axis (classes, taps, 3) matrix summing the 3 original taps into each position class's taps.
 
-    The classes are ordered (last, first[, middle]), as in :func:`_class_layout`.
+    The classes are ordered (first, last[, middle]): class ``k < 2`` of block ``j`` is the convolution's
+    low-resolution output ``j + k``, which lets :func:`interleave_add_` place both with one strided view.
     """
     if factor == 1:
         return torch.eye(3, dtype=dtype, device=device).unsqueeze(0)  # one class, the 3 taps unchanged
-    last = [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]  # position s-1 of a block reads samples j, j+1
-    first = [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]  # position 0 reads samples j-1, j
+    first = [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]  # position 0 of a block reads samples j-1, j
+    last = [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]  # position s-1 reads samples j, j+1
     middle = [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]  # positions 1..s-2 read sample j only (zero tap: one conv for all)
-    rows = [last, first] if factor == 2 else [last, first, middle]
+    rows = [first, last] if factor == 2 else [first, last, middle]
     return torch.tensor(rows, dtype=dtype, device=device)
 
 
-def _class_layout(factor: int) -> List[List[int]]:
-    """Per-axis ``[class, first position in the block, number of positions, low-resolution offset]`` rows,
-    classes numbered as in :func:`_axis_classes`: the last class of block ``j`` is conv output ``j + 1``."""
+def _num_classes(factor: int) -> int:
+    return 1 if factor == 1 else (2 if factor == 2 else 3)
+
+
+def _axis_groups(factor: int) -> List[List[int]]:
+    """Per-axis groups of block positions that one strided view places at once.
+
+    Each row is ``[first position, position step, number of positions, class, class step, offset step]``:
+    position ``first + i * step`` of block ``j`` takes class ``class + i * class_step`` at low-resolution output
+    ``j + i * offset_step``. The first and last positions (classes 0 and 1, outputs ``j`` and ``j + 1``) form
+    one group; the middle positions all take class 2 at output ``j`` (a broadcast).
+    """
     if factor == 1:
-        return [[0, 0, 1, 0]]
+        return [[0, 1, 1, 0, 0, 0]]
     if factor == 2:
-        return [[0, 1, 1, 1], [1, 0, 1, 0]]
-    return [[0, factor - 1, 1, 1], [1, 0, 1, 0], [2, 1, factor - 2, 0]]
+        return [[0, 1, 2, 0, 1, 1]]
+    return [[0, factor - 1, 2, 0, 1, 1], [1, 1, factor - 2, 2, 0, 0]]
 
 
-def _class_combinations(factors: List[int]) -> List[List[List[int]]]:
-    """Every combination of per-axis class rows (row-major over the axes, as the flattened class index)."""
+def _group_combinations(factors: List[int]) -> List[List[List[int]]]:
+    """Every combination of per-axis groups (at most 2 ** dims)."""
     empty: List[List[int]] = []
     combos: List[List[List[int]]] = [empty]
     for s in factors:
         extended: List[List[List[int]]] = []
         for combo in combos:
-            for row in _class_layout(s):
+            for row in _axis_groups(s):
                 extended.append(combo + [row])
         combos = extended
     return combos
 
 
-def _flat_class(combo: List[List[int]], n_classes: List[int]) -> int:
-    index = 0
-    for row, c in zip(combo, n_classes):
-        index = index * c + row[0]
-    return index
+def _group_views(out: Tensor, classes: Tensor, factors: List[int], combo: List[List[int]]) -> Tuple[Tensor, Tensor]:
+    """Strided views ``(target in out, source in classes)``, both ``(B, C, n_0, p_0, n_1, p_1, ...)`` with ``p_d``
+    the group's number of positions on axis ``d``; ``out`` and ``classes`` must be contiguous."""
+    dims = len(factors)
+    n_classes = [_num_classes(s) for s in factors]
+    low = [int(out.shape[2 + d]) // factors[d] for d in range(dims)]
+    lengths = [int(classes.shape[3 + d]) for d in range(dims)]
+    # contiguous strides of out (B, C, N_0, ...) and of classes (B, K_0 * K_1 * ..., C, L_0, ...)
+    out_strides = [1] * (dims + 2)
+    for d in range(dims + 1, 0, -1):
+        out_strides[d - 1] = out_strides[d] * int(out.shape[d])
+    low_strides = [1] * dims
+    for d in range(dims - 1, 0, -1):
+        low_strides[d - 1] = low_strides[d] * lengths[d]
+    channel_stride = low_strides[0] * lengths[0]
+    class_strides = [1] * dims
+    class_strides[dims - 1] = channel_stride * int(classes.shape[2])
+    for d in range(dims - 1, 0, -1):
+        class_strides[d - 1] = class_strides[d] * n_classes[d]
+    size = [int(out.shape[0]), int(out.shape[1])]
+    target_strides = [out_strides[0], out_strides[1]]
+    source_strides = [class_strides[0] * n_classes[0], channel_stride]
+    target_offset = 0
+    source_offset = 0
+    for d in range(dims):
+        row = combo[d]
+        step = out_strides[2 + d]
+        size += [low[d], row[2]]
+        target_strides += [factors[d] * step, row[1] * step]
+        target_offset += row[0] * step
+        source_strides += [low_strides[d], row[4] * class_strides[d] + row[5] * low_strides[d]]
+        source_offset += row[3] * class_strides[d]
+    target = out.as_strided(size, target_strides, out.storage_offset() + target_offset)
+    source = classes.as_strided(size, source_strides, classes.storage_offset() + source_offset)
+    return target, source
 
 
 def interleave_add_(out: Tensor, classes: Tensor, factors: List[int]) -> Tensor:
     """Add the position classes of a coarse part into ``out`` in place, in one pass over ``out``.
 
+    One strided add per combination of per-axis position groups (:func:`_axis_groups`): one in all for
+    factors of 2, at most ``2 ** dims`` otherwise.
+
     Args:
         out: ``(B, C_out, n_0 * s_0, ...)`` contiguous accumulator (modified in place and returned).
-        classes: ``(B, K, C_out, L_0, ...)`` class outputs of :func:`coarse_part_conv`'s convolution, ``K`` the
+        classes: ``(B, K, C_out, L_0, ...)`` contiguous class outputs of :func:`coarse_part_conv`, ``K`` the
             number of class combinations, ``L = n + 1`` on axes with ``s > 1``.
         factors: per-axis factors ``s``.
     """
+    if _exporting():
+        return _interleave_add_by_class(out, classes, factors)
+    for combo in _group_combinations(factors):
+        target, source = _group_views(out, classes, factors, combo)
+        target.add_(source)
+    return out
+
+
+def _exporting() -> bool:
+    """Whether an exporter is tracing (torch.export / ONNX), which cannot translate in-place strided views."""
+    if torch.jit.is_scripting():
+        return False
+    return _tracing_for_export()
+
+
+@torch.jit.unused
+def _tracing_for_export() -> bool:
+    return torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
+def _class_rows(factor: int) -> List[List[int]]:
+    """Per-axis ``[class, first position, number of positions, low-resolution offset]`` of every class."""
+    if factor == 1:
+        return [[0, 0, 1, 0]]
+    if factor == 2:
+        return [[0, 0, 1, 0], [1, 1, 1, 1]]
+    return [[0, 0, 1, 0], [1, factor - 1, 1, 1], [2, 1, factor - 2, 0]]
+
+
+def _interleave_add_by_class(out: Tensor, classes: Tensor, factors: List[int]) -> Tensor:
+    """:func:`interleave_add_` with one ``narrow`` add per class combination (up to ``3 ** dims``): slower, but
+    made only of ops that exporters translate."""
     dims = len(factors)
-    n_classes = [len(_class_layout(s)) for s in factors]
     low = [int(out.shape[2 + d]) // factors[d] for d in range(dims)]
     blocks = [int(out.shape[0]), int(out.shape[1])]
     for d in range(dims):
         blocks += [low[d], factors[d]]
     out_blocks = out.view(blocks)  # (B, C, n_0, s_0, n_1, s_1, ...)
-    for combo in _class_combinations(factors):
-        source = classes.select(1, _flat_class(combo, n_classes))
+    empty: List[List[int]] = []
+    combos: List[List[List[int]]] = [empty]
+    for s in factors:
+        extended: List[List[List[int]]] = []
+        for combo in combos:
+            for row in _class_rows(s):
+                extended.append(combo + [row])
+        combos = extended
+    for combo in combos:
+        index = 0
+        for d in range(dims):
+            index = index * _num_classes(factors[d]) + combo[d][0]
+        source = classes.select(1, index)
         target = out_blocks
         for d in range(dims):
             row = combo[d]
@@ -176,7 +267,7 @@ def interleave_add_(out: Tensor, classes: Tensor, factors: List[int]) -> Tensor:
 
 
 class _InterleaveAdd(torch.autograd.Function):
-    """:func:`interleave_add_` with a one-pass backward (autograd's own would copy ``out`` once per class)."""
+    """:func:`interleave_add_` with a one-pass backward (autograd's own would copy ``out`` once per view)."""
 
     @staticmethod
     def forward(ctx, out: Tensor, classes: Tensor, factors: List[int]) -> Tensor:
@@ -189,24 +280,20 @@ class _InterleaveAdd(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         factors = ctx.factors
         dims = len(factors)
-        n_classes = [len(_class_layout(s)) for s in factors]
-        low = [int(grad.shape[2 + d]) // factors[d] for d in range(dims)]
-        blocks = [int(grad.shape[0]), int(grad.shape[1])]
-        for d in range(dims):
-            blocks += [low[d], factors[d]]
-        grad_blocks = grad.contiguous().view(blocks)
-        grad_classes = grad.new_empty(ctx.classes_shape)
-        for combo in _class_combinations(factors):
-            target = grad_classes.select(1, _flat_class(combo, n_classes))
-            source = grad_blocks
-            for d in range(dims):
-                row = combo[d]
-                if factors[d] > 1:  # the one low-resolution plane this class does not reach gets no gradient
-                    target.narrow(2 + d, low[d] if row[3] == 0 else 0, 1).zero_()
-                target = target.narrow(2 + d, row[3], low[d])
-                source = source.narrow(3 + 2 * d, row[1], row[2])
-            # sum over the positions a class covers (the middle class covers s - 2 of each block)
-            target.copy_(source.sum(dim=[3 + 2 * d for d in range(dims)]))
+        grad = grad.contiguous()
+        # low-resolution outputs a class never reaches (output n of the first and middle classes, output 0
+        # of the last) get no gradient
+        grad_classes = grad.new_zeros(ctx.classes_shape)
+        for combo in _group_combinations(factors):
+            grad_view, class_view = _group_views(grad, grad_classes, factors, combo)
+            # the middle group's positions all read one class value: their gradients sum
+            summed = [3 + 2 * d for d in range(dims) if combo[d][4] == 0 and combo[d][2] > 1]
+            if summed:
+                for d in summed:
+                    class_view = class_view.narrow(d, 0, 1)
+                class_view.copy_(grad_view.sum(dim=summed, keepdim=True))
+            else:
+                class_view.copy_(grad_view)
         return grad, grad_classes, None
 
 
@@ -240,7 +327,7 @@ def coarse_part_conv(part: Tensor, weight: Tensor, factors: List[int], equation:
         total_classes *= int(m.shape[0])
     c_out = int(weight.shape[0])
     flat_shape = [total_classes * c_out, int(weight.shape[1])] + [int(k) for k in class_kernels.shape[dims + 2 :]]
-    out = conv_nd(part, class_kernels.reshape(flat_shape), None, 1)
+    out = conv_nd(part, class_kernels.reshape(flat_shape), None, 1).contiguous()
     return out.reshape([int(part.shape[0]), total_classes, c_out] + [int(v) for v in out.shape[2:]])
 
 
@@ -252,9 +339,81 @@ def add_coarse_part_conv(out: Tensor, part: Tensor, weight: Tensor, factors: Lis
     ``N = n * s``.
     """
     classes = coarse_part_conv(part, weight, factors, equation)
+    if not out.is_contiguous():
+        out = out.contiguous()
     if torch.jit.is_scripting() or not (out.requires_grad or classes.requires_grad):
         return interleave_add_(out, classes, factors)
     return _interleave_add_autograd(out, classes, factors)
+
+
+def _deconv_axis_matrix(factor: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Per-axis ``(s + 2, 3)`` matrix summing the 3 original taps into the taps of the transposed convolution
+    (stride ``s``, padding 1) that equals "nearest-upsample by ``s``, then convolve": deconvolution tap ``k``
+    carries every original tap ``t`` with ``0 <= k + t - 2 <= s - 1``."""
+    rows: List[List[float]] = []
+    for k in range(factor + 2):
+        row: List[float] = []
+        for t in range(3):
+            row.append(1.0 if 0 <= k + t - 2 and k + t - 2 <= factor - 1 else 0.0)
+        rows.append(row)
+    return torch.tensor(rows, dtype=dtype, device=device)
+
+
+def _deconv_kernel_equation(dims: int) -> str:
+    """einsum turning a ``(out, in, 3, ...)`` kernel and per-axis matrices into an ``(in, out, s + 2, ...)``
+    transposed-convolution kernel."""
+    if dims == 1:
+        return "oia,xa->iox"
+    if dims == 2:
+        return "oiab,xa,yb->ioxy"
+    return "oiabc,xa,yb,zc->ioxyz"
+
+
+def coarse_part_deconv(part: Tensor, weight: Tensor, factors: List[int]) -> Tensor:
+    """``conv(F.interpolate(part, scale_factor=factors, mode="nearest"), weight, padding=1)`` as **one**
+    transposed convolution of the low-resolution ``part`` (stride ``factors``, kernel ``s + 2``, padding 1).
+
+    It does the same multiply-adds as :func:`coarse_part_conv` for factors up to 4, but writes the full
+    resolution directly, with no interleaving pass; for larger factors the class convolution is cheaper
+    (see :func:`prefers_deconv`).
+
+    Args:
+        part: ``(B, C_in, n_0, ...)`` low-resolution map.
+        weight: ``(C_out, C_in, 3, ..., 3)`` kernel.
+        factors: per-axis integer upsampling factors (>= 1).
+
+    Returns:
+        ``(B, C_out, n_0 * s_0, ...)``.
+    """
+    dims = part.dim() - 2
+    mats = [_deconv_axis_matrix(s, weight.dtype, weight.device) for s in factors]
+    kernel = torch.einsum(_deconv_kernel_equation(dims), [weight] + mats)
+    if dims == 1:
+        return F.conv_transpose1d(part, kernel, None, factors, 1)
+    if dims == 2:
+        return F.conv_transpose2d(part, kernel, None, factors, 1)
+    return F.conv_transpose3d(part, kernel, None, factors, 1)
+
+
+def deconv_max_output() -> int:
+    """Above this many output elements (2 ** 22), the class convolution plus strided interleave beats oneDNN's
+    transposed convolution on the CPU even at equal multiply-adds (measured at 2D 256^2 x 4 and 3D 96^3); below
+    it, the interleave's per-operation cost dominates and the single transposed convolution wins (the bundle's
+    patches). A function, not a module constant, because TorchScript cannot read module globals."""
+    return 4194304
+
+
+def prefers_deconv(factors: List[int]) -> bool:
+    """Whether :func:`coarse_part_deconv` does no more multiply-adds per output sample than
+    :func:`coarse_part_conv`: ``prod((s + 2) / s)`` against ``prod(classes * taps / s)``. True for factors up to 4
+    (equal counts, and no interleaving pass), false from 8 on, where the transposed convolution repeats the
+    middle class's work at every middle position."""
+    deconv = 1.0
+    classes = 1.0
+    for s in factors:
+        deconv *= (s + 2) / s
+        classes *= _num_classes(s) * (3 if s == 1 else 2) / s
+    return deconv <= classes
 
 
 def cross_level_conv(
@@ -308,5 +467,8 @@ def cross_level_conv(
     else:
         out = conv_nd(torch.cat(same_inputs, 1), torch.cat(same_weights, 1), bias, 1)
     for part, part_weight, factors in zip(coarse_inputs, coarse_weights, coarse_factors):
-        out = add_coarse_part_conv(out, part, part_weight, factors, equation)
+        if prefers_deconv(factors) and out.numel() <= deconv_max_output():
+            out = out + coarse_part_deconv(part, part_weight, factors)
+        else:
+            out = add_coarse_part_conv(out, part, part_weight, factors, equation)
     return out

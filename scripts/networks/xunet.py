@@ -105,9 +105,18 @@ class UpCatAll(nn.Module):
             interp_mode=interp_mode,
             align_corners=align_corners,
         )
-        self.convs = TwoConv(spatial_dims, up_chns + sum(skip_chns), out_chns, act, norm, bias, dropout)
+        self.build_fusion(spatial_dims, up_chns + sum(skip_chns), out_chns, act, norm, bias, dropout)
         self.fast = fast
         self.equation = class_kernel_equation(spatial_dims)
+
+    def build_fusion(
+        self, spatial_dims: int, in_chns: int, out_chns: int, act: str | tuple, norm: str | tuple, bias: bool,
+        dropout: float | tuple,
+    ) -> None:
+        """Build the layers that fuse the ``in_chns``-channel concatenation into ``out_chns`` channels (called by
+        ``__init__``): here ``convs``, a :class:`~monai.networks.nets.basic_unet.TwoConv`. Variants override it
+        (and ``forward``) to fuse differently without building layers they would not use."""
+        self.convs = TwoConv(spatial_dims, in_chns, out_chns, act, norm, bias, dropout)
 
     def forward(self, x: torch.Tensor, skips: List[torch.Tensor]) -> torch.Tensor:
         """

@@ -35,14 +35,12 @@ class UpCatAllLight(UpCatAll):
     ``forward(x, skips)`` = ``conv_1(depthwise(pointwise(cat([upsample(x)] + [nearest_resize(s) for s in
     skips]))))`` where ``pointwise`` is a 1x1 convolution to ``out_chns``, ``depthwise`` a 3x3(x3) per-channel
     convolution with ``norm -> dropout -> act``, and ``conv_1`` a :class:`~.blocks.SeparableConv`. Same arguments
-    as ``UpCatAll`` (whose dense ``convs`` is not kept).
+    as ``UpCatAll`` (the dense ``convs`` is never built).
     """
 
-    def __init__(self, spatial_dims: int, in_chns: int, skip_chns: Sequence[int], out_chns: int, act, norm, bias: bool, dropout=0.0, **kwargs):
-        super().__init__(spatial_dims, in_chns, skip_chns, out_chns, act, norm, bias, dropout, **kwargs)
-        fused_chns = int(self.convs.conv_0.conv.in_channels)
-        del self.convs
-        self.pointwise = Conv["conv", spatial_dims](fused_chns, out_chns, kernel_size=1, bias=bias)
+    def build_fusion(self, spatial_dims: int, in_chns: int, out_chns: int, act, norm, bias: bool, dropout) -> None:
+        """Pointwise fusion, depthwise convolution and a separable second convolution instead of ``convs``."""
+        self.pointwise = Conv["conv", spatial_dims](in_chns, out_chns, kernel_size=1, bias=bias)
         self.depthwise = Convolution(
             spatial_dims, out_chns, out_chns, kernel_size=3, groups=out_chns, act=act, norm=norm, bias=bias,
             dropout=_dropout(dropout),

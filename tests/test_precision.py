@@ -1,0 +1,59 @@
+"""Mixed precision for the engines: the autocast wrapper and the config's default."""
+
+import pytest
+import torch
+
+from scripts.networks import create_network
+from scripts.precision import AutocastForward, fast_precision, with_autocast
+
+
+def small_xunet():
+    torch.manual_seed(0)
+    return create_network("xunet", 3, 1, 3, network_options={"xunet": {"features": [4, 4, 8, 8, 16, 4]}})
+
+
+def test_float32_returns_the_network_itself():
+    net = small_xunet()
+    assert with_autocast(net, "float32") is net
+    assert with_autocast(net, "fp32") is net
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "bf16"])
+def test_bfloat16_forward_is_float32_and_close(precision):
+    net = small_xunet().eval()
+    wrapped = with_autocast(net, precision)
+    assert isinstance(wrapped, AutocastForward) and wrapped.network is net
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        full = net(x)
+        mixed = wrapped(x)
+    assert mixed.dtype == torch.float32 and mixed.shape == full.shape
+    # bfloat16 keeps 8 bits of mantissa: close, not equal
+    assert (mixed - full).abs().max() <= 0.05 * full.abs().max()
+    assert not torch.equal(mixed, full)
+
+
+def test_bfloat16_training_updates_the_float32_parameters():
+    net = small_xunet()
+    wrapped = with_autocast(net, "bfloat16")
+    assert set(wrapped.state_dict()) == {"network." + k for k in net.state_dict()}
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    loss = wrapped(torch.randn(2, 1, 32, 32, 32)).square().mean()
+    loss.backward()
+    optimizer.step()
+    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+               for p in net.parameters())
+    changed = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
+    assert "final_conv.weight" in changed and "conv_0.conv_0.conv.weight" in changed
+
+
+def test_unknown_precision_names_the_setting():
+    with pytest.raises(ValueError, match="'precision'.*float32, bfloat16"):
+        with_autocast(small_xunet(), "half-ish")
+
+
+def test_fast_precision_is_a_valid_setting():
+    assert fast_precision("cpu") in ("float32", "bfloat16")
+    assert fast_precision(torch.device("cpu")) == ("bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32")
+    with_autocast(small_xunet(), fast_precision("cpu"))  # accepted by the wrapper
