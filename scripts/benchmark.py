@@ -219,7 +219,8 @@ def _format(rows: list[dict], bundle: dict | None, meta: dict) -> str:
             slow, fast = by[("xunet_straightforward", "train")], by[("xunet_fast", "train")]
             slow_f, fast_f = by[("xunet_straightforward", "forward")], by[("xunet_fast", "forward")]
             lines += ["", f"Fast vs straightforward XUNet: forward {_ratio(slow_f, fast_f, 'median_s')}x "
-                          f"faster, forward+backward {_ratio(slow, fast, 'median_s')}x faster.", ""]
+                          f"faster, forward+backward {_ratio(slow, fast, 'median_s')}x faster."]
+        lines.append("")
     if bundle:
         lines += ["## The bundle (configs/train.json on MSD Task04 Hippocampus)", "",
                   "| XUNet path, precision | training epoch s | inference per volume s |", "|---|---:|---:|"]
