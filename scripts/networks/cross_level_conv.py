@@ -144,17 +144,22 @@ def _axis_groups(factor: int) -> List[List[int]]:
     return [[0, factor - 1, 2, 0, 1, 1], [1, 1, factor - 2, 2, 0, 0]]
 
 
-def _group_combinations(factors: List[int]) -> List[List[List[int]]]:
-    """Every combination of per-axis groups (at most 2 ** dims)."""
+def _combinations(rows_per_axis: List[List[List[int]]]) -> List[List[List[int]]]:
+    """Every combination of one row per axis (row-major over the axes)."""
     empty: List[List[int]] = []
     combos: List[List[List[int]]] = [empty]
-    for s in factors:
+    for rows in rows_per_axis:
         extended: List[List[List[int]]] = []
         for combo in combos:
-            for row in _axis_groups(s):
+            for row in rows:
                 extended.append(combo + [row])
         combos = extended
     return combos
+
+
+def _group_combinations(factors: List[int]) -> List[List[List[int]]]:
+    """Every combination of per-axis groups (at most 2 ** dims)."""
+    return _combinations([_axis_groups(s) for s in factors])
 
 
 def _group_views(out: Tensor, classes: Tensor, factors: List[int], combo: List[List[int]]) -> Tuple[Tensor, Tensor]:
@@ -244,15 +249,7 @@ def _interleave_add_by_class(out: Tensor, classes: Tensor, factors: List[int]) -
     for d in range(dims):
         blocks += [low[d], factors[d]]
     out_blocks = out.view(blocks)  # (B, C, n_0, s_0, n_1, s_1, ...)
-    empty: List[List[int]] = []
-    combos: List[List[List[int]]] = [empty]
-    for s in factors:
-        extended: List[List[List[int]]] = []
-        for combo in combos:
-            for row in _class_rows(s):
-                extended.append(combo + [row])
-        combos = extended
-    for combo in combos:
+    for combo in _combinations([_class_rows(s) for s in factors]):
         index = 0
         for d in range(dims):
             index = index * _num_classes(factors[d]) + combo[d][0]
