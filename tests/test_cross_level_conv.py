@@ -16,9 +16,13 @@ from scripts.networks.cross_level_conv import (
     coarse_part_conv,
     coarse_part_deconv,
     cross_level_conv,
+    deconv_to_class_kernels,
+    folded_upsample_kernel,
     interleave_add_,
     prefers_deconv,
     size_ratio,
+    upsample_cross_level_conv,
+    upsample_folding_pays,
 )
 
 
@@ -149,6 +153,85 @@ def test_cross_level_conv_mixes_finer_same_coarser_and_odd_parts(dims, deconv, m
     grads = torch.autograd.grad((got * g).sum(), [weight, bias] + inputs)
     for got_grad, ref_grad in zip(grads, grads_ref):
         assert torch.allclose(got_grad, ref_grad, rtol=1e-10, atol=1e-9)
+
+
+def upsampled_reference(x, up_weight, up_bias, parts, weight, bias):
+    """The straightforward computation: transposed convolution (kernel 2, stride 2), then ``reference``."""
+    transposed = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[x.dim() - 2]
+    up = transposed(x, up_weight, up_bias, 2)
+    return reference(up, parts, weight, bias)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("deconv", [True, False], ids=["transposed-conv", "class-conv"])
+@pytest.mark.parametrize("up_bias", [True, False], ids=["bias", "no-bias"])
+def test_upsample_folded_into_cross_level_conv(dims, deconv, up_bias, monkeypatch):
+    """The upsampling kernel folded into the fused convolution: same outputs and gradients as computing ``up``."""
+    if not deconv:
+        monkeypatch.setattr(clc, "deconv_max_output", lambda: 0)
+    torch.manual_seed(10 * dims + deconv)
+    low = (6, 4, 4)[:dims]
+    size = tuple(2 * n for n in low)
+    x = torch.randn((2, 4) + low, dtype=torch.float64, requires_grad=True)
+    up_w = torch.randn((4, 3) + (2,) * dims, dtype=torch.float64, requires_grad=True)
+    up_b = torch.randn(3, dtype=torch.float64, requires_grad=True) if up_bias else None
+    parts = [
+        torch.randn((2, 2) + size, dtype=torch.float64),  # same size as the output
+        torch.randn((2, 3) + tuple(2 * s for s in size), dtype=torch.float64),  # finer
+        torch.randn((2, 2) + low, dtype=torch.float64),  # x's size: joins the folded low-resolution convolution
+        torch.randn((2, 1) + tuple(n // 2 for n in low), dtype=torch.float64),  # 4x coarser
+        torch.randn((2, 2) + tuple(s + 1 for s in size), dtype=torch.float64),  # no integer ratio: fallback
+    ]
+    inputs = [p.requires_grad_() for p in parts]
+    channels = 3 + sum(p.shape[1] for p in parts)
+    weight = torch.randn((5, channels) + (3,) * dims, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    expected = upsampled_reference(x, up_w, up_b, parts, weight, bias)
+    got = upsample_cross_level_conv(x, up_w, up_b, parts, weight, bias, class_kernel_equation(dims))
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-10)
+    leaves = [x, up_w, weight, bias] + inputs + ([up_b] if up_bias else [])
+    g = torch.randn_like(expected)
+    for got_grad, ref_grad in zip(torch.autograd.grad((got * g).sum(), leaves),
+                                  torch.autograd.grad((expected * g).sum(), leaves)):
+        assert torch.allclose(got_grad, ref_grad, rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_folded_kernel_and_its_class_regrouping(dims):
+    """The folded kernel of a nearest upsampling (identity kernel) is the nearest part's transposed-convolution
+    kernel, and regrouping it gives the nearest part's class kernels: the two derivations agree."""
+    torch.manual_seed(dims)
+    weight = torch.randn((4, 3) + (3,) * dims, dtype=torch.float64)
+    identity = torch.eye(3, dtype=torch.float64).reshape((3, 3) + (1,) * dims).expand((3, 3) + (2,) * dims)
+    deconv_mats = [clc._deconv_axis_matrix(2, weight.dtype, weight.device)] * dims
+    nearest_deconv = torch.einsum(clc._deconv_kernel_equation(dims), [weight] + deconv_mats)
+    assert torch.allclose(folded_upsample_kernel(weight, identity), nearest_deconv, atol=1e-12)
+    class_mats = [clc._axis_classes(2, weight.dtype, weight.device)] * dims
+    nearest_classes = torch.einsum(class_kernel_equation(dims), [weight] + class_mats)
+    assert torch.equal(deconv_to_class_kernels(nearest_deconv), nearest_classes)
+
+
+def test_upsample_folding_pays_on_large_maps_only():
+    # the bundle's bottom stage (128 -> 64 channels, 2 x 2x3x2 voxels): composing the kernels costs more than it saves
+    bottom = (torch.zeros(2, 128, 2, 3, 2), torch.zeros(128, 64, 2, 2, 2), torch.zeros(64, 320, 3, 3, 3))
+    assert not upsample_folding_pays(*bottom)
+    # its top stage (16 channels, 2 x 16x24x16 voxels) folds
+    top = (torch.zeros(2, 16, 16, 24, 16), torch.zeros(16, 16, 2, 2, 2), torch.zeros(16, 256, 3, 3, 3))
+    assert upsample_folding_pays(*top)
+
+
+def test_upsample_folded_without_a_same_size_part():
+    """Only coarser parts: the output starts from the bias alone."""
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64)
+    up_w, up_b = torch.randn(2, 3, 2, 2, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    parts = [torch.randn(1, 2, 4, 4, dtype=torch.float64), torch.randn(1, 1, 2, 2, dtype=torch.float64)]
+    weight, bias = torch.randn(4, 6, 3, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    expected = upsampled_reference(x, up_w, up_b, parts, weight, bias)
+    got = upsample_cross_level_conv(x, up_w, up_b, parts, weight, bias, class_kernel_equation(2))
+    assert torch.allclose(got, expected, atol=1e-10)
+    with pytest.raises(ValueError, match="channels"):
+        upsample_cross_level_conv(x, up_w, up_b, parts, weight[:, :5], bias, class_kernel_equation(2))
 
 
 def test_channel_mismatch_is_reported():

@@ -4,6 +4,7 @@ cross-level path against the straightforward interpolate-and-concatenate one."""
 import pytest
 import torch
 
+import scripts.networks.xunet as xunet_module
 from scripts.networks import BasicUNet, XUNet, create_network
 
 SEED_FEATURES = (64, 64, 128, 256, 512, 64)
@@ -94,7 +95,10 @@ def max_relative_difference(a, b):
         (3, (1, 1, 16, 24, 20), torch.float64, 1e-10),
     ],
 )
-def test_fast_path_equals_reference_with_gradients(dims, shape, dtype, tolerance):
+@pytest.mark.parametrize("fold", [True, False], ids=["upsampling-folded", "upsampling-computed"])
+def test_fast_path_equals_reference_with_gradients(dims, shape, dtype, tolerance, fold, monkeypatch):
+    # every decoder stage folds its upsampling into the fused convolution, or none does
+    monkeypatch.setattr(xunet_module, "upsample_folding_pays", lambda x, up_weight, weight: fold)
     torch.manual_seed(1)
     net = XUNet(dims, shape[1], 3, features=(8, 8, 16, 16, 32, 8)).to(dtype).train()
     x = torch.randn(shape, dtype=dtype)

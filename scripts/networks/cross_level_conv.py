@@ -23,6 +23,12 @@ XUNet's decoder convolves ``cat([up, resize(x0), ..., resize(x4)])`` where ``res
   used there for outputs up to :func:`deconv_max_output` elements (above that the class convolution is faster on
   the CPU); from ``s = 8`` on the class convolution does far fewer (:func:`prefers_deconv`).
 
+* The decoder's ``up`` is itself a transposed convolution (kernel 2, stride 2) of the stage input ``x``, which
+  has the resolution of the 2x-coarser encoder map. :func:`upsample_cross_level_conv` folds the upsampling kernel
+  into the convolution's (:func:`folded_upsample_kernel`), so ``x`` and that encoder map go through **one**
+  low-resolution transposed convolution (or 2-class convolution) and ``up`` is never computed; it is used where
+  the saved multiply-adds outweigh composing the kernels (:func:`upsample_folding_pays`).
+
 Parts whose size ratio to ``up`` is not an integer on every axis (or is up on one axis and down on another)
 fall back to ``F.interpolate`` + ordinary convolution; the result is the same, only slower.
 
@@ -316,16 +322,31 @@ def coarse_part_conv(part: Tensor, weight: Tensor, factors: List[int], equation:
     Returns:
         ``(B, K, C_out, L_0, ..., L_{d-1})``: ``K`` class combinations, ``L = n + 1`` on axes with ``s > 1``.
     """
-    dims = part.dim() - 2
     axis_mats = [_axis_classes(s, weight.dtype, weight.device) for s in factors]
-    class_kernels = torch.einsum(equation, [weight] + axis_mats)  # (classes..., C_out, C_in, taps...)
+    return _class_conv(part, torch.einsum(equation, [weight] + axis_mats), len(factors))
+
+
+def _class_conv(part: Tensor, class_kernels: Tensor, dims: int) -> Tensor:
+    """One convolution (padding 1) of ``part`` with ``(classes..., C_out, C_in, taps...)`` kernels, returned as
+    ``(B, K, C_out, L...)`` with ``K`` the product of the per-axis class counts."""
     total_classes = 1
-    for m in axis_mats:
-        total_classes *= int(m.shape[0])
-    c_out = int(weight.shape[0])
-    flat_shape = [total_classes * c_out, int(weight.shape[1])] + [int(k) for k in class_kernels.shape[dims + 2 :]]
+    for d in range(dims):
+        total_classes *= int(class_kernels.shape[d])
+    c_out = int(class_kernels.shape[dims])
+    flat_shape = [total_classes * c_out, int(class_kernels.shape[dims + 1])]
+    flat_shape += [int(k) for k in class_kernels.shape[dims + 2 :]]
     out = conv_nd(part, class_kernels.reshape(flat_shape), None, 1).contiguous()
     return out.reshape([int(part.shape[0]), total_classes, c_out] + [int(v) for v in out.shape[2:]])
+
+
+def _add_class_conv(out: Tensor, part: Tensor, class_kernels: Tensor, factors: List[int]) -> Tensor:
+    """Add the class convolution of ``part`` (:func:`_class_conv`) into ``out`` in place, interleaved."""
+    classes = _class_conv(part, class_kernels, len(factors))
+    if not out.is_contiguous():
+        out = out.contiguous()
+    if torch.jit.is_scripting() or not (out.requires_grad or classes.requires_grad):
+        return interleave_add_(out, classes, factors)
+    return _interleave_add_autograd(out, classes, factors)
 
 
 def add_coarse_part_conv(out: Tensor, part: Tensor, weight: Tensor, factors: List[int], equation: str) -> Tensor:
@@ -335,12 +356,8 @@ def add_coarse_part_conv(out: Tensor, part: Tensor, weight: Tensor, factors: Lis
     ``out`` must be a tensor this module owns (the output of the fused convolution), ``(B, C_out, *N)`` with
     ``N = n * s``.
     """
-    classes = coarse_part_conv(part, weight, factors, equation)
-    if not out.is_contiguous():
-        out = out.contiguous()
-    if torch.jit.is_scripting() or not (out.requires_grad or classes.requires_grad):
-        return interleave_add_(out, classes, factors)
-    return _interleave_add_autograd(out, classes, factors)
+    axis_mats = [_axis_classes(s, weight.dtype, weight.device) for s in factors]
+    return _add_class_conv(out, part, torch.einsum(equation, [weight] + axis_mats), factors)
 
 
 def _deconv_axis_matrix(factor: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -463,6 +480,193 @@ def cross_level_conv(
         out = conv_nd(target, same_weights[0], bias, 1)
     else:
         out = conv_nd(torch.cat(same_inputs, 1), torch.cat(same_weights, 1), bias, 1)
+    for part, part_weight, factors in zip(coarse_inputs, coarse_weights, coarse_factors):
+        if prefers_deconv(factors) and out.numel() <= deconv_max_output():
+            out = out + coarse_part_deconv(part, part_weight, factors)
+        else:
+            out = add_coarse_part_conv(out, part, part_weight, factors, equation)
+    return out
+
+
+# --- folding the decoder's upsampling transposed convolution into the cross-level convolution ------------------
+#
+# A decoder stage convolves ``up = conv_transpose(x, W_up, b_up, stride=2)`` (kernel 2) together with the skips.
+# Along each axis, output position ``p`` of the 3-tap convolution reads ``up`` at ``p + t - 1`` (taps
+# ``t = 0, 1, 2``), and ``up`` at ``2 i + s`` is ``W_up[s] x[i]``; so the two together are **one** transposed
+# convolution of ``x`` with stride 2, padding 1 and kernel 4, whose tap ``k`` sums ``W[t] W_up[s]`` over
+# ``k = s - t + 2`` (and over the ``up`` channels): the full convolution of the two kernels
+# (:func:`folded_upsample_kernel`). A nearest-upsampled part is the special case ``W_up = identity`` at both
+# sub-positions. The same kernel, with its taps regrouped per output position (:func:`deconv_to_class_kernels`),
+# is the 2-class low-resolution convolution of the interleaved form. ``up`` itself, and the full-resolution
+# convolution over its channels, are never computed. ``b_up`` enters as a constant-one input channel, so the zero
+# padding at the borders stays exact.
+
+
+def folded_upsample_kernel(weight: Tensor, up_kernel: Tensor) -> Tensor:
+    """``(C_x, C_out, 4, ...)`` kernel of the transposed convolution (stride 2, padding 1) equal to "transposed
+    convolution with ``up_kernel`` (kernel 2, stride 2), then 'same' convolution with ``weight``".
+
+    Computed as one small convolution of the flipped kernels (``weight`` as a batch of ``C_out`` maps with ``C_up``
+    channels, ``up_kernel`` as ``C_x`` filters): a full convolution summing ``weight[t] * up_kernel[s]`` into tap
+    ``s - t + 2``, contracted over the ``C_up`` channels.
+
+    Args:
+        weight: ``(C_out, C_up, 3, ...)`` convolution kernel (the ``up`` channels' slice).
+        up_kernel: ``(C_x, C_up, 2, ...)`` upsampling kernel.
+    """
+    dims = weight.dim() - 2
+    spatial = [2 + d for d in range(dims)]
+    flipped = weight.flip(spatial)
+    filters = up_kernel.flip(spatial)
+    if dims == 1:
+        full = F.conv1d(flipped, filters, None, 1, 1)
+    elif dims == 2:
+        full = F.conv2d(flipped, filters, None, 1, 1)
+    else:
+        full = F.conv3d(flipped, filters, None, 1, 1)
+    return full.transpose(0, 1)  # (C_out, C_x, 4, ...) -> (C_x, C_out, 4, ...)
+
+
+def deconv_to_class_kernels(kernel: Tensor) -> Tensor:
+    """Regroup a stride-2, kernel-4 transposed-convolution kernel ``(C_in, C_out, 4, ...)`` into the
+    ``(2, ..., C_out, C_in, 2, ...)`` class kernels of :func:`_class_conv` (2 classes, 2 taps per axis).
+
+    Per axis, the first position of a 2-block (class 0) reads blocks ``j - 1, j`` through taps 3 and 1; the last
+    (class 1) reads blocks ``j, j + 1`` through taps 2 and 0.
+    """
+    dims = kernel.dim() - 2
+    order = torch.tensor([3, 1, 2, 0], dtype=torch.long, device=kernel.device)
+    shape = [int(kernel.shape[0]), int(kernel.shape[1])]
+    for d in range(dims):
+        kernel = kernel.index_select(2 + d, order)
+        shape += [2, 2]
+    grouped = kernel.reshape(shape)  # (C_in, C_out, class_0, tap_0, class_1, tap_1, ...)
+    permutation = [2 + 2 * d for d in range(dims)] + [1, 0] + [3 + 2 * d for d in range(dims)]
+    return grouped.permute(permutation)
+
+
+def _with_bias_channel(up_weight: Tensor, up_bias: Optional[Tensor]) -> Tensor:
+    """``(C_x [+ 1], C_up, 2, ...)``: the upsampling kernel, plus the bias as the kernel of a constant-one input."""
+    if up_bias is None:
+        return up_weight
+    dims = up_weight.dim() - 2
+    shape = [1, int(up_bias.shape[0])] + [1] * dims
+    return torch.cat([up_weight, up_bias.reshape(shape).expand([1, int(up_bias.shape[0])] + [2] * dims)], 0)
+
+
+def upsample_folding_pays(x: Tensor, up_weight: Tensor, weight: Tensor) -> bool:
+    """Whether :func:`upsample_cross_level_conv` does fewer multiply-adds than upsampling first.
+
+    Folding saves, per output position, the upsampling (``C_up * C_x``) and the full-resolution convolution over
+    ``up`` (``C_out * C_up * 3^d``) and adds the low-resolution convolution over ``x`` and the bias channel
+    (``C_out * (C_x + 1) * 2^d``); composing the kernels (:func:`folded_upsample_kernel`) costs
+    ``C_out * C_up * (C_x + 1) * 8^d`` once per call.
+    The composition only pays off once there are enough output positions, which the small, wide bottom stages of
+    small inputs (such as the bundle's training patches) do not have.
+    """
+    dims = x.dim() - 2
+    c_x = int(up_weight.shape[0])
+    c_up = int(up_weight.shape[1])
+    c_out = int(weight.shape[0])
+    positions = int(x.shape[0])
+    for v in x.shape[2:]:
+        positions *= 2 * int(v)
+    saved = positions * (c_out * c_up * 3**dims + c_up * c_x)
+    added = positions * c_out * (c_x + 1) * 2**dims + c_out * c_up * (c_x + 1) * 8**dims
+    return saved > added
+
+
+def upsample_cross_level_conv(
+    x: Tensor,
+    up_weight: Tensor,
+    up_bias: Optional[Tensor],
+    parts: List[Tensor],
+    weight: Tensor,
+    bias: Optional[Tensor],
+    equation: str,
+) -> Tensor:
+    """``cross_level_conv(conv_transpose(x, up_weight, up_bias, stride=2), parts, weight, bias)`` without computing
+    the upsampled map: the upsampling kernel is folded into the convolution's kernel (see the note above), and
+    the parts exactly half the output's size on every axis (nearest-upsampled by 2) join ``x`` in the same
+    low-resolution convolution.
+
+    Args:
+        x: ``(B, C_x, n_0, ...)`` decoder input, upsampled by 2 to the output size ``2 n``.
+        up_weight: ``(C_x, C_up, 2, ..., 2)`` kernel of the upsampling transposed convolution (stride 2).
+        up_bias: ``(C_up,)`` or None.
+        parts: maps of any spatial size, channels following the ``C_up`` upsampled ones in ``weight``.
+        weight: ``(C_out, C_up + sum(C_p), 3, ..., 3)`` kernel of the fused convolution.
+        bias: ``(C_out,)`` or None.
+        equation: :func:`class_kernel_equation` for the number of spatial dimensions.
+
+    Returns:
+        ``(B, C_out, 2 n_0, ...)``.
+    """
+    dims = x.dim() - 2
+    c_up = int(up_weight.shape[1])
+    channels_in = c_up
+    for part in parts:
+        channels_in += int(part.shape[1])
+    if channels_in != weight.shape[1]:
+        raise ValueError(f"the inputs have {channels_in} channels in all but the weight expects {weight.shape[1]}.")
+    low = [int(v) for v in x.shape[2:]]
+    size = [2 * v for v in low]
+    up_kernel = _with_bias_channel(up_weight, up_bias)
+    low_inputs = [x]
+    if up_bias is not None:
+        low_inputs.append(torch.ones([int(x.shape[0]), 1] + low, dtype=x.dtype, device=x.device))
+    low_weights: List[Tensor] = []  # nearest-upsampled parts' slices of ``weight``
+    same_inputs: List[Tensor] = []
+    same_weights: List[Tensor] = []
+    coarse_inputs: List[Tensor] = []
+    coarse_weights: List[Tensor] = []
+    coarse_factors: List[List[int]] = []
+    offset = c_up
+    for part in parts:
+        channels = int(part.shape[1])
+        part_weight = weight.narrow(1, offset, channels)
+        offset += channels
+        part_size = [int(v) for v in part.shape[2:]]
+        kind, factors = size_ratio(part_size, size)
+        if part_size == low:
+            low_inputs.append(part)
+            low_weights.append(part_weight)
+        elif kind == "same":
+            same_inputs.append(part)
+            same_weights.append(part_weight)
+        elif kind == "finer":
+            same_inputs.append(strided_pick(part, factors))
+            same_weights.append(part_weight)
+        elif kind == "coarser":
+            coarse_inputs.append(part)
+            coarse_weights.append(part_weight)
+            coarse_factors.append(factors)
+        else:
+            same_inputs.append(F.interpolate(part, size=size, mode="nearest"))
+            same_weights.append(part_weight)
+    if len(same_inputs) > 0:
+        out = conv_nd(torch.cat(same_inputs, 1), torch.cat(same_weights, 1), bias, 1)
+    else:
+        out = torch.zeros([int(x.shape[0]), int(weight.shape[0])] + size, dtype=x.dtype, device=x.device)
+        if bias is not None:
+            out = out + bias.reshape([1, int(bias.shape[0])] + [1] * dims)
+    # one (C_x [+ 1] + parts, C_out, 4, ...) transposed-convolution kernel for everything at x's resolution
+    kernels = [folded_upsample_kernel(weight.narrow(1, 0, c_up), up_kernel)]
+    nearest_mats = [_deconv_axis_matrix(2, weight.dtype, weight.device) for _ in range(dims)]
+    for part_weight in low_weights:
+        kernels.append(torch.einsum(_deconv_kernel_equation(dims), [part_weight] + nearest_mats))
+    kernel = torch.cat(kernels, 0) if len(kernels) > 1 else kernels[0]
+    low_input = torch.cat(low_inputs, 1) if len(low_inputs) > 1 else x
+    twos = [2] * dims
+    if out.numel() <= deconv_max_output():  # one transposed convolution writes the full resolution directly
+        if dims == 1:
+            out = out + F.conv_transpose1d(low_input, kernel, None, twos, 1)
+        elif dims == 2:
+            out = out + F.conv_transpose2d(low_input, kernel, None, twos, 1)
+        else:
+            out = out + F.conv_transpose3d(low_input, kernel, None, twos, 1)
+    else:  # 2 ** dims position classes at the low resolution, interleaved into ``out`` in one pass
+        out = _add_class_conv(out, low_input, deconv_to_class_kernels(kernel), twos)
     for part, part_weight, factors in zip(coarse_inputs, coarse_weights, coarse_factors):
         if prefers_deconv(factors) and out.numel() <= deconv_max_output():
             out = out + coarse_part_deconv(part, part_weight, factors)

@@ -21,7 +21,12 @@ from monai.networks.layers.factories import Conv
 from monai.networks.nets.basic_unet import Down, TwoConv
 from monai.utils import ensure_tuple_rep
 
-from .cross_level_conv import class_kernel_equation, cross_level_conv
+from .cross_level_conv import (
+    class_kernel_equation,
+    cross_level_conv,
+    upsample_cross_level_conv,
+    upsample_folding_pays,
+)
 from .registry import register_network
 
 __all__ = ["UpCatAll", "XUNet", "CrossBasicUNet", "pad_to_multiple", "crop_to"]
@@ -52,7 +57,9 @@ class UpCatAll(nn.Module):
     With ``fast=True`` (default) the first convolution of ``convs`` is evaluated by
     :func:`scripts.networks.cross_level_conv.cross_level_conv`, which gives the same result without
     materialising the resized maps or the concatenation; skips whose size is not an integer multiple or
-    fraction of the upsampled size fall back to interpolation. ``fast=False`` runs the straightforward
+    fraction of the upsampled size fall back to interpolation. With ``upsample="deconv"`` the upsampling itself is
+    folded into that convolution where it saves work
+    (:func:`~scripts.networks.cross_level_conv.upsample_cross_level_conv`), so ``up`` is not computed either. ``fast=False`` runs the straightforward
     interpolate-and-concatenate computation (the reference the fast path is tested against).
     """
 
@@ -127,11 +134,20 @@ class UpCatAll(nn.Module):
         Returns:
             ``(B, out_chns, *(2 * S))``.
         """
-        up = self.upsample(x)
         if self.fast:
             first = self.convs.conv_0
-            fused = cross_level_conv(up, skips, first.conv.weight, first.conv.bias, self.equation)
+            fold = False
+            if hasattr(self.upsample, "deconv"):  # a transposed convolution can be folded into the fused one
+                fold = upsample_folding_pays(x, self.upsample.deconv.weight, first.conv.weight)
+            if fold:  # ``up`` is never computed
+                deconv = self.upsample.deconv
+                fused = upsample_cross_level_conv(
+                    x, deconv.weight, deconv.bias, skips, first.conv.weight, first.conv.bias, self.equation
+                )
+            else:
+                fused = cross_level_conv(self.upsample(x), skips, first.conv.weight, first.conv.bias, self.equation)
             return self.convs.conv_1(first.adn(fused))
+        up = self.upsample(x)
         size = up.shape[2:]
         resized = [F.interpolate(s, size=size, mode="nearest") for s in skips]
         return self.convs(torch.cat([up] + resized, dim=1))
