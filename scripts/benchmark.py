@@ -2,6 +2,7 @@
 
     python -m scripts.benchmark run                       # all settings, writes docs/benchmarks.{md,json}
     python -m scripts.benchmark run --settings "['2d']" --repeats 2 --bundle_epoch False   # quicker
+    python -m scripts.benchmark macs                      # multiply-adds per pass, docs/benchmarks_macs.{md,json}
 
 Each measurement runs in a fresh child process (so peak memory is its own): a warm-up pass, then
 ``repeats`` timed passes; the median is reported. Peak memory is the CUDA allocator's peak on a GPU and, on
@@ -272,24 +273,87 @@ def run(settings=("2d", "3d", "bundle"), repeats: int = 3, device: str = "auto",
     return None
 
 
-def profile(network: str = "xunet_fast", setting: str = "3d", rows: int = 15, out: str | None = None) -> None:
-    """Operator profile (torch.profiler, CPU self time) of one forward+backward pass after a warm-up: where the
-    time goes. ``out`` also writes the table to a file."""
+def count_macs(network: str, setting: str) -> dict:
+    """Multiply-adds of one forward and one forward+backward pass, counted by ``torch.utils.flop_counter`` on the
+    ``meta`` device (shapes only, nothing is computed): convolutions, transposed convolutions and matrix
+    products, the operations that carry the work; element-wise operations are not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     cfg = _bundle_setting() if setting == "bundle" else SETTINGS[setting]
-    torch.manual_seed(0)
-    net = _build(network, cfg)
-    x = torch.randn(cfg["shape"])
-    net(x).mean().backward()
-    with torch.profiler.profile() as prof:
+    with torch.device("meta"):
+        model = _build(network, cfg)
+        x = torch.randn(cfg["shape"])
+    counts = {}
+    for mode in ("forward", "train"):
+        with FlopCounterMode(display=False) as counter:
+            if mode == "forward":
+                with torch.no_grad():
+                    model(x)
+            else:
+                model(x).sum().backward()
+        counts[mode] = counter.get_total_flops() / 2  # the counter reports 2 FLOPs per multiply-add
+    return {"network": network, "setting": setting, "forward_macs": counts["forward"], "train_macs": counts["train"]}
+
+
+def _format_macs(rows: list[dict]) -> str:
+    lines = ["# XUNet multiply-adds", "",
+             "Produced by `python -m scripts.benchmark macs`: multiply-adds of convolutions, transposed convolutions "
+             "and matrix products per pass, counted by torch.utils.flop_counter on the meta device. They bound what "
+             "any speed-up can reach when both paths run their convolutions equally efficiently.", ""]
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        cfg = _bundle_setting() if setting == "bundle" else SETTINGS[setting]
+        by = {r["network"]: r for r in rows if r["setting"] == setting}
+        base = by["basicunet"]
+        lines += [f"## {cfg['description']}: input {cfg['shape']}, features {list(cfg['features'])}", "",
+                  "| network | forward GMAC | x BasicUNet | forward+backward GMAC | x BasicUNet |", "|---|---:|---:|---:|---:|"]
+        for net in NETWORKS:
+            if net in by:
+                r = by[net]
+                lines.append(f"| {net} | {r['forward_macs'] / 1e9:.1f} | {r['forward_macs'] / base['forward_macs']:.2f} | "
+                             f"{r['train_macs'] / 1e9:.1f} | {r['train_macs'] / base['train_macs']:.2f} |")
+        if "xunet_straightforward" in by and "xunet_fast" in by:
+            slow, fast = by["xunet_straightforward"], by["xunet_fast"]
+            lines += ["", f"The straightforward path does {slow['forward_macs'] / fast['forward_macs']:.2f}x the fast "
+                          f"path's multiply-adds forward and {slow['train_macs'] / fast['train_macs']:.2f}x forward+backward."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def macs(settings=("2d", "3d", "bundle"), out_md: str = "docs/benchmarks_macs.md",
+         out_json: str = "docs/benchmarks_macs.json") -> None:
+    """Count every network's multiply-adds at every setting (:func:`count_macs`), print the table and write
+    ``out_md`` and ``out_json``."""
+    rows = [count_macs(network, setting) for setting in settings for network in NETWORKS]
+    text = _format_macs(rows)
+    print(text)
+    Path(BUNDLE_ROOT / out_md).write_text(text + "\n")
+    Path(BUNDLE_ROOT / out_json).write_text(json.dumps({"rows": rows, "torch": torch.__version__}, indent=1) + "\n")
+
+
+def profile(network="xunet_fast", setting: str = "3d", rows: int = 15, out: str | None = None) -> None:
+    """Operator profile (torch.profiler, CPU self time) of one forward+backward pass after a warm-up: where the
+    time goes. ``network`` is one name or a list of names (profiled one after the other); ``out`` also writes the
+    tables to a file."""
+    names = [network] if isinstance(network, str) else list(network)
+    cfg = _bundle_setting() if setting == "bundle" else SETTINGS[setting]
+    text = ""
+    for name in names:
+        torch.manual_seed(0)
+        net = _build(name, cfg)
+        x = torch.randn(cfg["shape"])
         net(x).mean().backward()
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40)
-    header = f"{network} forward+backward, {cfg['description']}, input {cfg['shape']}, torch {torch.__version__}\n"
-    print(header + table)
+        with torch.profiler.profile() as prof:
+            net(x).mean().backward()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40)
+        text += f"{name} forward+backward, {cfg['description']}, input {cfg['shape']}, torch {torch.__version__}\n"
+        text += table + "\n"
+    print(text)
     if out:
-        Path(out).write_text(header + table + "\n")
+        command = "python -m scripts.benchmark profile " + " ".join(sys.argv[2:])
+        Path(out).write_text(f"# Operator profiles\n\nProduced by `{command}`.\n\n```\n{text}```\n")
 
 
 if __name__ == "__main__":
     # `measure` prints one JSON line for the parent process; `run` prints the table.
-    fire.Fire({"run": run, "profile": profile, "measure": lambda *a, **k: print(json.dumps(measure(*a, **k))),
+    fire.Fire({"run": run, "profile": profile, "macs": macs, "measure": lambda *a, **k: print(json.dumps(measure(*a, **k))),
                "bundle": lambda dataset_dir: print(json.dumps(bundle_timings(dataset_dir), indent=1))})

@@ -27,3 +27,24 @@ def test_table_reports_ratios_to_basicunet():
     assert "| xunet_fast | 1.500 | 1.50 | 3.000 | 1.50 | 120 | 1.20 |" in text
     assert "forward 2.67x faster, forward+backward 3.33x faster" in text
     assert "| fast float32 | 50.0 | 0.400 |" in text and "| straightforward float32 | 100.0 | 1.000 |" in text
+
+
+def test_multiply_adds_are_counted_without_computing():
+    rows = [benchmark.count_macs(net, "bundle") for net in benchmark.NETWORKS]
+    by = {r["network"]: r for r in rows}
+    for r in rows:  # forward+backward does about twice the forward's work again
+        assert 2.5 * r["forward_macs"] < r["train_macs"] < 3.5 * r["forward_macs"]
+    # the exact fast path does a fraction of the straightforward path's work, close to BasicUNet's
+    assert by["xunet_fast"]["forward_macs"] < 0.5 * by["xunet_straightforward"]["forward_macs"]
+    assert by["basicunet"]["forward_macs"] < by["xunet_fast"]["forward_macs"]
+    text = benchmark._format_macs(rows)
+    assert "| xunet_fast |" in text and "The straightforward path does" in text
+
+
+def test_profile_writes_one_table_per_network(tmp_path):
+    out = tmp_path / "profile.md"
+    benchmark.profile(["basicunet", "xunet_fast"], "bundle", rows=5, out=str(out))
+    text = out.read_text()
+    assert text.count("forward+backward, bundle training patch") == 2
+    assert "basicunet forward+backward" in text and "xunet_fast forward+backward" in text
+    assert "Self CPU time total" in text

@@ -194,3 +194,23 @@ def test_shipped_model_runs_from_another_directory(hippocampus_dir, tmp_path):
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     _assert_predictions_match_inputs(inputs, tmp_path / "out")
+
+
+def test_shipped_weights_match_large_files_and_every_config():
+    """models/model.pt is the file large_files.yml lists (sha256), and loads with strict=True into the network
+    each workflow config builds (train.json, inference.json), so the configs and the weights agree."""
+    import hashlib
+    import re
+
+    listing = (BUNDLE_ROOT / "large_files.yml").read_text()
+    weights = BUNDLE_ROOT / "models" / "model.pt"
+    assert 'path: "models/model.pt"' in listing
+    recorded = re.search(r'hash_val: "([0-9a-f]{64})"', listing).group(1)
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == recorded
+    assert weights.stat().st_size <= 25 * 2**20
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    for config in (TRAIN, INFER):
+        workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type="infer",
+                                  bundle_root=str(BUNDLE_ROOT), device="cpu")
+        network = workflow.parser.get_parsed_content("network_def", instantiate=True)
+        network.load_state_dict(state, strict=True)
