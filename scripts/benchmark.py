@@ -52,6 +52,11 @@ SETTINGS = {
 NETWORKS = ("basicunet", "xunet_straightforward", "xunet_fast")
 
 
+def _setting(name: str) -> dict:
+    """One of :data:`SETTINGS`, or the bundle's own training patch and batch for ``"bundle"``."""
+    return _bundle_setting() if name == "bundle" else SETTINGS[name]
+
+
 def _build(network: str, setting: dict) -> torch.nn.Module:
     from scripts.networks import BasicUNet, XUNet
 
@@ -81,7 +86,7 @@ def measure(network: str, setting: str, mode: str, repeats: int = 3, device: str
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
-    cfg = _bundle_setting() if setting == "bundle" else SETTINGS[setting]
+    cfg = _setting(setting)
     torch.manual_seed(0)
     model = _build(network, cfg).to(dev)
     net = with_autocast(model, precision)
@@ -203,7 +208,7 @@ def _format(rows: list[dict], bundle: dict | None, meta: dict) -> str:
              "the median ratio and its range over rounds. "
              f"Peak memory: {meta['memory_note']}", ""]
     for setting in dict.fromkeys(r["setting"] for r in rows):
-        cfg = _bundle_setting() if setting == "bundle" else SETTINGS[setting]
+        cfg = _setting(setting)
         lines += [f"## {cfg['description']}: input {cfg['shape']}, features {list(cfg['features'])}", "",
                   "| network | forward s | x BasicUNet | forward+backward s | x BasicUNet | train peak MB | x BasicUNet |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
@@ -279,7 +284,7 @@ def count_macs(network: str, setting: str) -> dict:
     products, the operations that carry the work; element-wise operations are not counted."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = _bundle_setting() if setting == "bundle" else SETTINGS[setting]
+    cfg = _setting(setting)
     with torch.device("meta"):
         model = _build(network, cfg)
         x = torch.randn(cfg["shape"])
@@ -301,7 +306,7 @@ def _format_macs(rows: list[dict]) -> str:
              "and matrix products per pass, counted by torch.utils.flop_counter on the meta device. They bound what "
              "any speed-up can reach when both paths run their convolutions equally efficiently.", ""]
     for setting in dict.fromkeys(r["setting"] for r in rows):
-        cfg = _bundle_setting() if setting == "bundle" else SETTINGS[setting]
+        cfg = _setting(setting)
         by = {r["network"]: r for r in rows if r["setting"] == setting}
         base = by["basicunet"]
         lines += [f"## {cfg['description']}: input {cfg['shape']}, features {list(cfg['features'])}", "",
@@ -335,7 +340,7 @@ def profile(network="xunet_fast", setting: str = "3d", rows: int = 15, out: str 
     time goes. ``network`` is one name or a list of names (profiled one after the other); ``out`` also writes the
     tables to a file."""
     names = [network] if isinstance(network, str) else list(network)
-    cfg = _bundle_setting() if setting == "bundle" else SETTINGS[setting]
+    cfg = _setting(setting)
     text = ""
     for name in names:
         torch.manual_seed(0)
@@ -355,5 +360,6 @@ def profile(network="xunet_fast", setting: str = "3d", rows: int = 15, out: str 
 
 if __name__ == "__main__":
     # `measure` prints one JSON line for the parent process; `run` prints the table.
-    fire.Fire({"run": run, "profile": profile, "macs": macs, "measure": lambda *a, **k: print(json.dumps(measure(*a, **k))),
+    fire.Fire({"run": run, "profile": profile, "macs": macs,
+               "measure": lambda *a, **k: print(json.dumps(measure(*a, **k))),
                "bundle": lambda dataset_dir: print(json.dumps(bundle_timings(dataset_dir), indent=1))})

@@ -402,11 +402,7 @@ def coarse_part_deconv(part: Tensor, weight: Tensor, factors: List[int]) -> Tens
     dims = part.dim() - 2
     mats = [_deconv_axis_matrix(s, weight.dtype, weight.device) for s in factors]
     kernel = torch.einsum(_deconv_kernel_equation(dims), [weight] + mats)
-    if dims == 1:
-        return F.conv_transpose1d(part, kernel, None, factors, 1)
-    if dims == 2:
-        return F.conv_transpose2d(part, kernel, None, factors, 1)
-    return F.conv_transpose3d(part, kernel, None, factors, 1)
+    return conv_transpose_nd(part, kernel, factors, 1)
 
 
 def deconv_max_output() -> int:
@@ -430,6 +426,84 @@ def prefers_deconv(factors: List[int]) -> bool:
     return deconv <= classes
 
 
+def conv_transpose_nd(x: Tensor, kernel: Tensor, stride: List[int], padding: int) -> Tensor:
+    """``F.conv_transpose{1,2,3}d`` chosen by the input's number of spatial dimensions (no bias)."""
+    dims = x.dim() - 2
+    if dims == 1:
+        return F.conv_transpose1d(x, kernel, None, stride, padding)
+    if dims == 2:
+        return F.conv_transpose2d(x, kernel, None, stride, padding)
+    return F.conv_transpose3d(x, kernel, None, stride, padding)
+
+
+def _cat_channels(tensors: List[Tensor]) -> Tensor:
+    """``torch.cat(tensors, 1)`` without copying a single tensor."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, 1)
+
+
+def _check_channels(leading: int, parts: List[Tensor], weight: Tensor) -> None:
+    channels_in = leading
+    for part in parts:
+        channels_in += int(part.shape[1])
+    if channels_in != weight.shape[1]:
+        raise ValueError(f"the inputs have {channels_in} channels in all but the weight expects {weight.shape[1]}.")
+
+
+def _sort_parts(
+    parts: List[Tensor], weight: Tensor, offset: int, size: List[int], low_size: List[int]
+) -> Tuple[List[Tensor], List[Tensor], List[Tensor], List[Tensor], List[Tensor], List[Tensor], List[List[int]]]:
+    """Sort ``parts`` (their channels start at ``offset`` in ``weight``) by how they reach the output ``size``.
+
+    Returns ``(same inputs, same weights, low inputs, low weights, coarse inputs, coarse weights, coarse
+    factors)``: maps convolved at the output size (same-size maps, strided picks of finer ones, interpolations of
+    non-integer ratios); maps of exactly ``low_size`` (pass ``[]`` for none), which
+    :func:`upsample_cross_level_conv` convolves together with the stage input; and the other coarser maps.
+    """
+    same_inputs: List[Tensor] = []
+    same_weights: List[Tensor] = []
+    low_inputs: List[Tensor] = []
+    low_weights: List[Tensor] = []
+    coarse_inputs: List[Tensor] = []
+    coarse_weights: List[Tensor] = []
+    coarse_factors: List[List[int]] = []
+    for part in parts:
+        channels = int(part.shape[1])
+        part_weight = weight.narrow(1, offset, channels)
+        offset += channels
+        part_size = [int(v) for v in part.shape[2:]]
+        kind, factors = size_ratio(part_size, size)
+        if part_size == low_size:
+            low_inputs.append(part)
+            low_weights.append(part_weight)
+        elif kind == "same":
+            same_inputs.append(part)
+            same_weights.append(part_weight)
+        elif kind == "finer":
+            same_inputs.append(strided_pick(part, factors))
+            same_weights.append(part_weight)
+        elif kind == "coarser":
+            coarse_inputs.append(part)
+            coarse_weights.append(part_weight)
+            coarse_factors.append(factors)
+        else:
+            same_inputs.append(F.interpolate(part, size=size, mode="nearest"))
+            same_weights.append(part_weight)
+    return same_inputs, same_weights, low_inputs, low_weights, coarse_inputs, coarse_weights, coarse_factors
+
+
+def _add_coarse_parts(
+    out: Tensor, inputs: List[Tensor], weights: List[Tensor], factors_list: List[List[int]], equation: str
+) -> Tensor:
+    """Add each coarser part's convolution into ``out``: one transposed convolution where :func:`prefers_deconv`
+    and the output is small, the class convolution and interleave otherwise."""
+    for part, part_weight, factors in zip(inputs, weights, factors_list):
+        if prefers_deconv(factors) and out.numel() <= deconv_max_output():
+            out = out + coarse_part_deconv(part, part_weight, factors)
+        else:
+            out = add_coarse_part_conv(out, part, part_weight, factors, equation)
+    return out
+
+
 def cross_level_conv(
     target: Tensor, parts: List[Tensor], weight: Tensor, bias: Optional[Tensor], equation: str
 ) -> Tensor:
@@ -446,46 +520,16 @@ def cross_level_conv(
     Returns:
         ``(B, C_out, N_0, ...)``.
     """
-    channels_in = int(target.shape[1])
-    for part in parts:
-        channels_in += int(part.shape[1])
-    if channels_in != weight.shape[1]:
-        raise ValueError(f"the inputs have {channels_in} channels in all but the weight expects {weight.shape[1]}.")
+    _check_channels(int(target.shape[1]), parts, weight)
     size = [int(v) for v in target.shape[2:]]
-    same_inputs = [target]
-    same_weights = [weight.narrow(1, 0, target.shape[1])]
-    coarse_inputs: List[Tensor] = []
-    coarse_weights: List[Tensor] = []
-    coarse_factors: List[List[int]] = []
-    offset = int(target.shape[1])
-    for part in parts:
-        channels = int(part.shape[1])
-        part_weight = weight.narrow(1, offset, channels)
-        offset += channels
-        kind, factors = size_ratio([int(v) for v in part.shape[2:]], size)
-        if kind == "same":
-            same_inputs.append(part)
-            same_weights.append(part_weight)
-        elif kind == "finer":
-            same_inputs.append(strided_pick(part, factors))
-            same_weights.append(part_weight)
-        elif kind == "coarser":
-            coarse_inputs.append(part)
-            coarse_weights.append(part_weight)
-            coarse_factors.append(factors)
-        else:
-            same_inputs.append(F.interpolate(part, size=size, mode="nearest"))
-            same_weights.append(part_weight)
-    if len(same_inputs) == 1:
-        out = conv_nd(target, same_weights[0], bias, 1)
-    else:
-        out = conv_nd(torch.cat(same_inputs, 1), torch.cat(same_weights, 1), bias, 1)
-    for part, part_weight, factors in zip(coarse_inputs, coarse_weights, coarse_factors):
-        if prefers_deconv(factors) and out.numel() <= deconv_max_output():
-            out = out + coarse_part_deconv(part, part_weight, factors)
-        else:
-            out = add_coarse_part_conv(out, part, part_weight, factors, equation)
-    return out
+    empty: List[int] = []
+    same_inputs, same_weights, _, _, coarse_inputs, coarse_weights, coarse_factors = _sort_parts(
+        parts, weight, int(target.shape[1]), size, empty
+    )
+    same_inputs = [target] + same_inputs
+    same_weights = [weight.narrow(1, 0, target.shape[1])] + same_weights
+    out = conv_nd(_cat_channels(same_inputs), _cat_channels(same_weights), bias, 1)
+    return _add_coarse_parts(out, coarse_inputs, coarse_weights, coarse_factors, equation)
 
 
 # --- folding the decoder's upsampling transposed convolution into the cross-level convolution ------------------
@@ -604,48 +648,19 @@ def upsample_cross_level_conv(
     """
     dims = x.dim() - 2
     c_up = int(up_weight.shape[1])
-    channels_in = c_up
-    for part in parts:
-        channels_in += int(part.shape[1])
-    if channels_in != weight.shape[1]:
-        raise ValueError(f"the inputs have {channels_in} channels in all but the weight expects {weight.shape[1]}.")
+    _check_channels(c_up, parts, weight)
     low = [int(v) for v in x.shape[2:]]
     size = [2 * v for v in low]
     up_kernel = _with_bias_channel(up_weight, up_bias)
+    same_inputs, same_weights, low_parts, low_weights, coarse_inputs, coarse_weights, coarse_factors = _sort_parts(
+        parts, weight, c_up, size, low
+    )
     low_inputs = [x]
     if up_bias is not None:
         low_inputs.append(torch.ones([int(x.shape[0]), 1] + low, dtype=x.dtype, device=x.device))
-    low_weights: List[Tensor] = []  # nearest-upsampled parts' slices of ``weight``
-    same_inputs: List[Tensor] = []
-    same_weights: List[Tensor] = []
-    coarse_inputs: List[Tensor] = []
-    coarse_weights: List[Tensor] = []
-    coarse_factors: List[List[int]] = []
-    offset = c_up
-    for part in parts:
-        channels = int(part.shape[1])
-        part_weight = weight.narrow(1, offset, channels)
-        offset += channels
-        part_size = [int(v) for v in part.shape[2:]]
-        kind, factors = size_ratio(part_size, size)
-        if part_size == low:
-            low_inputs.append(part)
-            low_weights.append(part_weight)
-        elif kind == "same":
-            same_inputs.append(part)
-            same_weights.append(part_weight)
-        elif kind == "finer":
-            same_inputs.append(strided_pick(part, factors))
-            same_weights.append(part_weight)
-        elif kind == "coarser":
-            coarse_inputs.append(part)
-            coarse_weights.append(part_weight)
-            coarse_factors.append(factors)
-        else:
-            same_inputs.append(F.interpolate(part, size=size, mode="nearest"))
-            same_weights.append(part_weight)
+    low_inputs += low_parts
     if len(same_inputs) > 0:
-        out = conv_nd(torch.cat(same_inputs, 1), torch.cat(same_weights, 1), bias, 1)
+        out = conv_nd(_cat_channels(same_inputs), _cat_channels(same_weights), bias, 1)
     else:
         out = torch.zeros([int(x.shape[0]), int(weight.shape[0])] + size, dtype=x.dtype, device=x.device)
         if bias is not None:
@@ -656,20 +671,10 @@ def upsample_cross_level_conv(
     for part_weight in low_weights:
         kernels.append(torch.einsum(_deconv_kernel_equation(dims), [part_weight] + nearest_mats))
     kernel = torch.cat(kernels, 0) if len(kernels) > 1 else kernels[0]
-    low_input = torch.cat(low_inputs, 1) if len(low_inputs) > 1 else x
+    low_input = _cat_channels(low_inputs)
     twos = [2] * dims
     if out.numel() <= deconv_max_output():  # one transposed convolution writes the full resolution directly
-        if dims == 1:
-            out = out + F.conv_transpose1d(low_input, kernel, None, twos, 1)
-        elif dims == 2:
-            out = out + F.conv_transpose2d(low_input, kernel, None, twos, 1)
-        else:
-            out = out + F.conv_transpose3d(low_input, kernel, None, twos, 1)
+        out = out + conv_transpose_nd(low_input, kernel, twos, 1)
     else:  # 2 ** dims position classes at the low resolution, interleaved into ``out`` in one pass
         out = _add_class_conv(out, low_input, deconv_to_class_kernels(kernel), twos)
-    for part, part_weight, factors in zip(coarse_inputs, coarse_weights, coarse_factors):
-        if prefers_deconv(factors) and out.numel() <= deconv_max_output():
-            out = out + coarse_part_deconv(part, part_weight, factors)
-        else:
-            out = add_coarse_part_conv(out, part, part_weight, factors, equation)
-    return out
+    return _add_coarse_parts(out, coarse_inputs, coarse_weights, coarse_factors, equation)

@@ -59,8 +59,9 @@ class UpCatAll(nn.Module):
     materialising the resized maps or the concatenation; skips whose size is not an integer multiple or
     fraction of the upsampled size fall back to interpolation. With ``upsample="deconv"`` the upsampling itself is
     folded into that convolution where it saves work
-    (:func:`~scripts.networks.cross_level_conv.upsample_cross_level_conv`), so ``up`` is not computed either. ``fast=False`` runs the straightforward
-    interpolate-and-concatenate computation (the reference the fast path is tested against).
+    (:func:`~scripts.networks.cross_level_conv.upsample_cross_level_conv`), so ``up`` is not computed either.
+    ``fast=False`` runs the straightforward interpolate-and-concatenate computation (the reference the fast path
+    is tested against).
     """
 
     def __init__(
