@@ -214,3 +214,17 @@ def test_shipped_weights_match_large_files_and_every_config():
                                   bundle_root=str(BUNDLE_ROOT), device="cpu")
         network = workflow.parser.get_parsed_content("network_def", instantiate=True)
         network.load_state_dict(state, strict=True)
+
+
+@pytest.mark.parametrize("overlay", sorted((CONFIGS / "experiments").glob("*.json")), ids=lambda p: p.stem)
+def test_experiment_overlays_build_on_train(overlay, hippocampus_dir):
+    """Each committed experiment overlay still applies to train.json: its ids exist there and its parts build."""
+    from monai.bundle import ConfigParser
+    parser = ConfigParser()
+    parser.read_config([TRAIN, str(overlay)])
+    parser["dataset_dir"] = str(hippocampus_dir)
+    train_ids = ConfigParser(ConfigParser.load_config_files(TRAIN))
+    for key in json.loads(overlay.read_text()):
+        if not key.startswith("_"):
+            assert key in train_ids, f"{overlay.name} overrides '{key}', which train.json no longer has"
+            assert parser.get_parsed_content(key) is not None

@@ -1,0 +1,102 @@
+"""The multi_gpu_* overlays under torchrun: two processes on the CPU (Gloo) train, checkpoint and evaluate.
+
+The same overlays use NCCL and one GPU per process when CUDA is available; only the backend and the device
+differ, so two CPU processes test the distributed logic: sampler, DistributedDataParallel, rank-0 reporting and
+saving, metric gathering.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from conftest import BUNDLE_ROOT
+from test_bundle import EVALUATE, META, TINY_NET, TRAIN, _chain
+
+CONFIGS = BUNDLE_ROOT / "configs"
+MULTI_TRAIN = [TRAIN, str(CONFIGS / "multi_gpu_train.json")]
+MULTI_EVALUATE = EVALUATE + [str(CONFIGS / "multi_gpu_evaluate.json")]
+
+
+def _torchrun(run_id: str, config_files: list[str], tmp: Path, data_dir: Path, *extra: str) -> str:
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "monai.bundle", "run", run_id, "--meta_file", META, "--config_file", repr(config_files),
+        "--dataset_dir", str(data_dir), "--ckpt_dir", str(tmp / "models"), "--output_dir", str(tmp / "eval"),
+        "--tensorboard_dir", str(tmp / "runs"), "--data_limit", "4", "--num_workers", "0",
+        "--patch_size", "[32, 32, 32]", "--network_options", repr(TINY_NET), "--val_interval", "1",
+        "--download", "False", *extra,
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["OMP_NUM_THREADS"] = "1"
+    # from another directory: the overlays must find scripts/ through bundle_root, as the single-process ones do
+    done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_two_processes(tmp_path_factory, hippocampus_dir):
+    tmp = tmp_path_factory.mktemp("ddp")
+    log = _torchrun("training", MULTI_TRAIN, tmp, hippocampus_dir, "--train#trainer#max_epochs", "2")
+    return tmp, log
+
+
+def test_two_processes_train_and_save_a_plain_state_dict(trained_two_processes):
+    tmp, log = trained_two_processes
+    state = torch.load(tmp / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert "final_conv.weight" in state and not any(k.startswith("module.") for k in state)
+    from scripts.networks import XUNet
+    XUNet(3, 1, 3, features=TINY_NET["xunet"]["features"]).load_state_dict(state, strict=True)
+    # rank 0 alone reports: each epoch's validation is logged once, not once per process
+    assert log.count("Epoch[2] Metrics -- train_mean_dice") == 1
+    assert log.count("Epoch[2] Metrics -- val_") == 1
+
+
+def test_two_processes_evaluate_every_case_once(trained_two_processes, hippocampus_dir):
+    tmp, _ = trained_two_processes
+    _torchrun("evaluating", MULTI_EVALUATE, tmp, hippocampus_dir)
+    rows = (tmp / "eval" / "val_mean_dice_raw.csv").read_text().strip().splitlines()
+    names = [row.split("\t")[0] for row in rows[1:]]
+    assert rows[0].startswith("filename")
+    assert len(names) == 4 and len(set(names)) == 4  # gathered from both ranks, none twice
+
+
+def test_overlay_without_torchrun_says_how_to_launch(tmp_path, hippocampus_dir, monkeypatch):
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    workflow = ConfigWorkflow(config_file=MULTI_TRAIN, meta_file=META, workflow_type="train",
+                              bundle_root=str(BUNDLE_ROOT), dataset_dir=str(hippocampus_dir), download=False)
+    with pytest.raises(Exception) as err:
+        workflow.initialize()
+    message = "".join(str(e) for e in _chain(err.value))
+    assert "torchrun" in message and "LOCAL_RANK" in message
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("workflow_type,config", [("train", MULTI_TRAIN), ("eval", MULTI_EVALUATE)])
+def test_overlays_keep_every_bundle_property(workflow_type, config, hippocampus_dir, tmp_path, monkeypatch):
+    """A one-process group in this process (what torchrun --nproc_per_node=1 sets up): all property ids resolve."""
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(name, value)
+    workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
+                              bundle_root=str(BUNDLE_ROOT), dataset_dir=str(hippocampus_dir), download=False,
+                              output_dir=str(tmp_path), data_limit=2)
+    try:
+        workflow.initialize()
+        assert torch.distributed.is_initialized() and torch.distributed.get_world_size() == 1
+        assert workflow.check_properties() in (None, [])
+    finally:
+        workflow.finalize()
+    assert not torch.distributed.is_initialized()
