@@ -15,9 +15,8 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from conftest import BUNDLE_ROOT
-from test_bundle import EVALUATE, META, TINY_NET, TRAIN, _chain
+from test_bundle import CONFIGS, EVALUATE, META, TINY_NET, TRAIN, _chain
 
-CONFIGS = BUNDLE_ROOT / "configs"
 MULTI_TRAIN = [TRAIN, str(CONFIGS / "multi_gpu_train.json")]
 MULTI_EVALUATE = EVALUATE + [str(CONFIGS / "multi_gpu_evaluate.json")]
 
