@@ -223,6 +223,7 @@ def test_experiment_overlays_build_on_train(overlay, hippocampus_dir):
     parser = ConfigParser()
     parser.read_config([TRAIN, str(overlay)])
     parser["dataset_dir"] = str(hippocampus_dir)
+    parser["data_limit"] = 2  # an overlay of the optimiser or schedule builds the data loader: keep it small
     train_ids = ConfigParser(ConfigParser.load_config_files(TRAIN))
     for key in json.loads(overlay.read_text()):
         if not key.startswith("_"):
