@@ -125,10 +125,13 @@ def test_evaluation_reports_per_case_dice(trained, hippocampus_dir):
     workflow.initialize()
     workflow.run()
     metric = workflow.evaluator.state.metrics["val_mean_dice"]
+    whole_metric = workflow.evaluator.state.metrics["val_whole_dice"]
     workflow.finalize()
-    assert 0.0 <= metric <= 1.0
+    assert 0.0 <= metric <= 1.0 and 0.0 <= whole_metric <= 1.0
     rows = (trained / "eval" / "val_mean_dice_raw.csv").read_text().strip().splitlines()
     assert rows[0].startswith("filename") and len(rows) == 1 + 4
+    whole = (trained / "eval" / "val_whole_dice_raw.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in whole] == [r.split(",")[0] for r in rows]  # same cases, anterior+posterior
 
 
 def test_evaluation_without_checkpoint_names_the_setting(tmp_path, hippocampus_dir):
@@ -218,14 +221,70 @@ def test_shipped_weights_match_large_files_and_every_config():
 
 @pytest.mark.parametrize("overlay", sorted((CONFIGS / "experiments").glob("*.json")), ids=lambda p: p.stem)
 def test_experiment_overlays_build_on_train(overlay, hippocampus_dir):
-    """Each committed experiment overlay still applies to train.json: its ids exist there and its parts build."""
+    """Each committed experiment overlay still applies to train.json (+ evaluate.json): every id it overrides exists
+    there, every id it adds is used by the overlay itself (so a misspelt override cannot pass as a new id), and
+    its parts build."""
     from monai.bundle import ConfigParser
     parser = ConfigParser()
-    parser.read_config([TRAIN, str(overlay)])
+    parser.read_config([*EVALUATE, str(overlay)])
     parser["dataset_dir"] = str(hippocampus_dir)
+    parser["ckpt_dir"] = str(BUNDLE_ROOT / "models")
     parser["data_limit"] = 2  # an overlay of the optimiser or schedule builds the data loader: keep it small
-    train_ids = ConfigParser(ConfigParser.load_config_files(TRAIN))
-    for key in json.loads(overlay.read_text()):
+    base_ids = ConfigParser(ConfigParser.load_config_files(EVALUATE))
+    text = overlay.read_text()
+    for key in json.loads(text):
         if not key.startswith("_"):
-            assert key in train_ids, f"{overlay.name} overrides '{key}', which train.json no longer has"
+            assert key in base_ids or f"@{key}" in text, (
+                f"{overlay.name} overrides '{key}', which neither train.json nor evaluate.json has")
             assert parser.get_parsed_content(key) is not None
+
+
+def _ensemble_workflow(run_dir: Path, hippocampus_dir: Path, checkpoints: list, output: str) -> ConfigWorkflow:
+    return ConfigWorkflow(config_file=[*EVALUATE, str(CONFIGS / "experiments" / "ensemble.json")], meta_file=META,
+                          workflow_type="eval", **{**quick_overrides(run_dir, hippocampus_dir),
+                                                   "output_dir": str(run_dir / output),
+                                                   "ensemble_ckpts": [str(c) for c in checkpoints]})
+
+
+def test_ensemble_of_one_model_twice_scores_as_the_model(trained, hippocampus_dir):
+    """configs/experiments/ensemble.json: two copies of a model give that model's per-case Dice."""
+    workflow = _ensemble_workflow(trained, hippocampus_dir, [trained / "models" / "model.pt"] * 2, "ensemble_same")
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    single = ConfigWorkflow(config_file=EVALUATE, meta_file=META, workflow_type="eval",
+                            **{**quick_overrides(trained, hippocampus_dir), "output_dir": str(trained / "single")})
+    single.initialize()
+    single.run()
+    single.finalize()
+    rows = [(trained / out / "val_mean_dice_raw.csv").read_text().strip().splitlines()
+            for out in ("ensemble_same", "single")]
+    assert len(rows[0]) == 1 + 4 and rows[0] == rows[1]
+
+
+def test_ensemble_averages_member_probabilities(trained, hippocampus_dir, tmp_path):
+    """The ensemble's label map is the argmax of the mean of its members' softmax probabilities."""
+    state = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
+    torch.manual_seed(0)
+    other = {k: v + 0.3 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(other, tmp_path / "other.pt")
+    workflow = _ensemble_workflow(trained, hippocampus_dir, [trained / "models" / "model.pt", tmp_path / "other.pt"],
+                                  "ensemble_two")
+    workflow.initialize()
+    workflow.run()
+    outputs = workflow.evaluator.state.output
+    workflow.finalize()
+    for item in outputs:
+        assert not torch.allclose(item["pred0"], item["pred1"])
+        expected = torch.argmax((item["pred0"] + item["pred1"]) / 2, dim=0)
+        assert torch.equal(torch.argmax(item["pred"], dim=0), expected)
+
+
+def test_ensemble_with_a_missing_member_names_the_setting(trained, hippocampus_dir, tmp_path):
+    workflow = _ensemble_workflow(trained, hippocampus_dir, [trained / "models" / "model.pt", tmp_path / "no.pt"],
+                                  "ensemble_missing")
+    with pytest.raises(Exception) as err:
+        workflow.initialize()
+    message = "".join(str(e) for e in _chain(err.value))
+    assert "ensemble_ckpts" in message and "no.pt" in message
+    assert not (trained / "ensemble_missing").exists()  # stopped before any work
