@@ -63,5 +63,5 @@ def ensemble_members(
                 f"'{path}' (config id 'ensemble_ckpts') does not fit the configured network "
                 f"(network_name / network_options): {err}"
             ) from None
-        members.append(with_autocast(member.eval(), precision))
+        members.append(with_autocast(member, precision).eval())
     return members
