@@ -19,7 +19,8 @@ from scripts.precision import with_autocast
 
 __all__ = ["ensemble_members", "ensemble_pred_keys"]
 
-_FIX = "list the model.pt files of the trained members, e.g. --ensemble_ckpts \"['/runs/a/models/model.pt', '/runs/b/models/model.pt']\""
+_FIX = ("list the model.pt files of the trained members, e.g. "
+        "--ensemble_ckpts \"['/runs/a/models/model.pt', '/runs/b/models/model.pt']\"")
 
 
 def ensemble_pred_keys(checkpoints: Sequence[str | os.PathLike]) -> list[str]:
@@ -48,7 +49,9 @@ def ensemble_members(
         RuntimeError: a checkpoint does not fit the network (from ``load_state_dict``, with the file named).
     """
     if isinstance(checkpoints, (str, os.PathLike)) or len(checkpoints) == 0:
-        raise ValueError(f"config id 'ensemble_ckpts' must be a non-empty list of checkpoint files, got {checkpoints!r}: {_FIX}.")
+        raise ValueError(
+            f"config id 'ensemble_ckpts' must be a non-empty list of checkpoint files, got {checkpoints!r}: {_FIX}."
+        )
     members = []
     for path in checkpoints:
         path = require_file(path, "ensemble_ckpts", _FIX)

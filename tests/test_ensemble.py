@@ -34,7 +34,8 @@ def test_members_are_independent_copies_with_their_own_weights(tmp_path):
 def test_members_run_in_the_configured_precision(tmp_path):
     torch.save(_network(1).state_dict(), tmp_path / "m.pt")
     (member,) = ensemble_members(_network(0), [tmp_path / "m.pt"], precision="bfloat16")
-    assert isinstance(member, AutocastForward) and not member.training and member(torch.randn(1, 1, 32, 32, 32)).dtype == torch.float32
+    assert isinstance(member, AutocastForward) and not member.training
+    assert member(torch.randn(1, 1, 32, 32, 32)).dtype == torch.float32
 
 
 @pytest.mark.parametrize("checkpoints", ["models/model.pt", []])

@@ -15,6 +15,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from conftest import BUNDLE_ROOT
+from scripts.distributed import TORCHRUN_VARIABLES
 from test_bundle import CONFIGS, EVALUATE, META, TINY_NET, TRAIN, _chain
 
 MULTI_TRAIN = [TRAIN, str(CONFIGS / "multi_gpu_train.json")]
@@ -66,7 +67,7 @@ def test_two_processes_evaluate_every_case_once(trained_two_processes, hippocamp
 
 
 def test_overlay_without_torchrun_says_how_to_launch(tmp_path, hippocampus_dir, monkeypatch):
-    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+    for name in TORCHRUN_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     workflow = ConfigWorkflow(config_file=MULTI_TRAIN, meta_file=META, workflow_type="train",
                               bundle_root=str(BUNDLE_ROOT), dataset_dir=str(hippocampus_dir), download=False)
