@@ -18,6 +18,7 @@ CONFIGS = BUNDLE_ROOT / "configs"
 META = str(CONFIGS / "metadata.json")
 TRAIN = str(CONFIGS / "train.json")
 EVALUATE = [TRAIN, str(CONFIGS / "evaluate.json")]
+TRAIN_ALL_CASES = [TRAIN, str(CONFIGS / "train_all_cases.json")]
 INFER = str(CONFIGS / "inference.json")
 SCHEMA = SHARED_DATA.parent / "monai" / "schemas" / "meta_schema_20240725.json"
 TINY_NET = {"xunet": {"features": [4, 4, 8, 8, 16, 4]}}
@@ -117,6 +118,25 @@ def test_training_writes_a_plain_state_dict(trained):
     from scripts.networks import XUNet
     XUNet(3, 1, 3, features=TINY_NET["xunet"]["features"]).load_state_dict(state, strict=True)
     assert any((trained / "runs").iterdir())  # TensorBoard events
+
+
+def test_training_on_all_cases_saves_the_last_weights_without_validating(hippocampus_dir, tmp_path):
+    """train_all_cases.json: every case trains, nothing validates, and model.pt holds the weights of the last
+    epoch (no validation to choose a best one)."""
+    overrides = quick_overrides(tmp_path, hippocampus_dir)
+    del overrides["val_interval"]  # the overlay's 0 must be what turns validation off
+    overrides["train#trainer#max_epochs"] = 2
+    workflow = ConfigWorkflow(config_file=TRAIN_ALL_CASES, meta_file=META, workflow_type="train", **overrides)
+    workflow.initialize()
+    assert workflow.parser.get_parsed_content("train#dataset#data#split") == "all"
+    workflow.run()
+    network = workflow.parser.get_parsed_content("network")
+    validator = workflow.parser.get_parsed_content("validate#evaluator")
+    assert workflow.trainer.state.epoch == 2
+    workflow.finalize()
+    assert validator.state.iteration == 0  # never validated
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert all(torch.equal(state[k], v.cpu()) for k, v in network.state_dict().items())
 
 
 def test_evaluation_reports_per_case_dice(trained, hippocampus_dir):
@@ -219,11 +239,14 @@ def test_shipped_weights_match_large_files_and_every_config():
         network.load_state_dict(state, strict=True)
 
 
-@pytest.mark.parametrize("overlay", sorted((CONFIGS / "experiments").glob("*.json")), ids=lambda p: p.stem)
+OVERLAYS_OF_TRAIN = [*sorted((CONFIGS / "experiments").glob("*.json")), CONFIGS / "train_all_cases.json"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS_OF_TRAIN, ids=lambda p: p.stem)
 def test_experiment_overlays_build_on_train(overlay, hippocampus_dir):
-    """Each committed experiment overlay still applies to train.json (+ evaluate.json): every id it overrides exists
-    there, every id it adds is used by the overlay itself (so a misspelt override cannot pass as a new id), and
-    its parts build."""
+    """Each committed experiment overlay, and train_all_cases.json, still applies to train.json (+ evaluate.json):
+    every id it overrides exists there, every id it adds is used by the overlay itself (so a misspelt override
+    cannot pass as a new id), and its parts build."""
     from monai.bundle import ConfigParser
     parser = ConfigParser()
     parser.read_config([*EVALUATE, str(overlay)])

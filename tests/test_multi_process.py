@@ -22,15 +22,17 @@ MULTI_TRAIN = [TRAIN, str(CONFIGS / "multi_gpu_train.json")]
 MULTI_EVALUATE = EVALUATE + [str(CONFIGS / "multi_gpu_evaluate.json")]
 
 
-def _torchrun(run_id: str, config_files: list[str], tmp: Path, data_dir: Path, *extra: str) -> str:
+def _torchrun(run_id: str, config_files: list[str], tmp: Path, data_dir: Path, *extra: str,
+              val_interval: str | None = "1") -> str:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "monai.bundle", "run", run_id, "--meta_file", META, "--config_file", repr(config_files),
         "--dataset_dir", str(data_dir), "--ckpt_dir", str(tmp / "models"), "--output_dir", str(tmp / "eval"),
         "--tensorboard_dir", str(tmp / "runs"), "--data_limit", "4", "--num_workers", "0",
-        "--patch_size", "[32, 32, 32]", "--network_options", repr(TINY_NET), "--val_interval", "1",
-        "--download", "False", *extra,
+        "--patch_size", "[32, 32, 32]", "--network_options", repr(TINY_NET), "--download", "False", *extra,
     ]
+    if val_interval is not None:  # None: the configs' own
+        cmd += ["--val_interval", val_interval]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["OMP_NUM_THREADS"] = "1"
     # from another directory: the overlays must find scripts/ through bundle_root, as the single-process ones do
@@ -55,6 +57,18 @@ def test_two_processes_train_and_save_a_plain_state_dict(trained_two_processes):
     # rank 0 alone reports: each epoch's validation is logged once, not once per process
     assert log.count("Epoch[2] Metrics -- train_mean_dice") == 1
     assert log.count("Epoch[2] Metrics -- val_") == 1
+
+
+def test_two_processes_train_on_all_cases_and_save_the_last_weights(tmp_path, hippocampus_dir):
+    """train_all_cases.json under torchrun: no validation, the final weights saved once, unwrapped from DDP."""
+    log = _torchrun("training", MULTI_TRAIN[:1] + [str(CONFIGS / "train_all_cases.json")] + MULTI_TRAIN[1:], tmp_path,
+                    hippocampus_dir, "--train#trainer#max_epochs", "1", val_interval=None)
+    assert "val_" not in log
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["model.pt"]
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)
+    from scripts.networks import XUNet
+    XUNet(3, 1, 3, features=TINY_NET["xunet"]["features"]).load_state_dict(state, strict=True)
 
 
 def test_two_processes_evaluate_every_case_once(trained_two_processes, hippocampus_dir):

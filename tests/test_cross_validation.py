@@ -1,0 +1,55 @@
+"""scripts.cross_validation: pooling the per-case Dice of several folds."""
+
+import math
+
+import pytest
+
+from scripts.cross_validation import main, pool_folds, read_per_case, summarize
+
+
+def _fold(tmp_path, name, rows, sep=","):
+    path = tmp_path / name
+    lines = [sep.join(["filename", "class0", "class1", "mean"])]
+    lines += [sep.join([f"/data/imagesTr/{case}", *(str(v) for v in values)]) for case, values in rows.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_pools_disjoint_folds_case_by_case(tmp_path):
+    fold0 = _fold(tmp_path, "f0.csv", {"a.nii.gz": [0.9, 0.8, 0.85], "b.nii.gz": [0.7, 0.6, 0.65]})
+    fold1 = _fold(tmp_path, "f1.csv", {"c.nii.gz": [0.8, 0.8, 0.8]}, sep="\t")
+    names, folds = pool_folds([fold0, fold1])
+    assert names == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
+    assert read_per_case(fold1) == {"c.nii.gz": [0.8, 0.8, 0.8]}
+    table = summarize([fold0, fold1], ["anterior", "posterior"])
+    # pooled over the 3 cases, not the mean of the two fold means (0.75 and 0.8)
+    mean, sd = 0.7666666, math.sqrt(((0.85 - 0.7666666) ** 2 + (0.65 - 0.7666666) ** 2 + (0.8 - 0.7666666) ** 2) / 2)
+    assert f"| **all folds** | 3 | 0.8000 | 0.7333 | **{mean:.4f}** |" in table
+    assert f"standard error {sd / math.sqrt(3):.4f}" in table
+    assert "| f0.csv | 2 | 0.8000 | 0.7000 | 0.7500 |" in table
+
+
+def test_writes_the_table(tmp_path, capsys):
+    fold0 = _fold(tmp_path, "f0.csv", {"a.nii.gz": [0.9, 0.8, 0.85], "b.nii.gz": [0.7, 0.6, 0.65]})
+    main(str(fold0), out=str(tmp_path / "cv.md"))
+    assert (tmp_path / "cv.md").read_text() == capsys.readouterr().out.rstrip("\n") + "\n"
+
+
+def test_a_case_in_two_folds_names_both_files(tmp_path):
+    fold0 = _fold(tmp_path, "f0.csv", {"a.nii.gz": [0.9, 0.8, 0.85]})
+    fold1 = _fold(tmp_path, "f1.csv", {"a.nii.gz": [0.9, 0.8, 0.85]})
+    with pytest.raises(ValueError, match="f0.csv.*f1.csv"):
+        summarize([fold0, fold1])
+
+
+def test_a_file_that_is_not_a_per_case_csv_is_named(tmp_path):
+    other = tmp_path / "val_mean_dice.csv"
+    other.write_text("mean\t0.88\n")
+    with pytest.raises(ValueError, match="val_mean_dice.csv.*val_mean_dice_raw.csv"):
+        read_per_case(other)
+
+
+def test_class_names_must_match_the_columns(tmp_path):
+    fold0 = _fold(tmp_path, "f0.csv", {"a.nii.gz": [0.9, 0.8, 0.85]})
+    with pytest.raises(ValueError, match="class_names"):
+        summarize([fold0], ["anterior"])
