@@ -31,3 +31,31 @@ def check_output_dir(output_dir: str | os.PathLike, datalist: Iterable[Mapping[s
                     "file name and would overwrite it. Pass another --output_dir."
                 )
     return out
+
+
+def keep_existing_checkpoint(ckpt_dir: str | os.PathLike, filename: str = "model.pt") -> Path | None:
+    """Copy a ``model.pt`` already in ``ckpt_dir`` aside before training writes a new one there.
+
+    Training saves to ``ckpt_dir/model.pt``. From the bundle root with the default ``ckpt_dir`` that is the shipped
+    model, elsewhere perhaps an earlier run's model: the copy ``model_<its modification time>.pt`` keeps it. Only
+    one process copies (rank 0 under torchrun). Returns the copy's path, or None when there was nothing to keep.
+    """
+    import logging
+    import shutil
+    import time
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return None
+    existing = Path(ckpt_dir) / filename
+    if not existing.is_file():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(existing.stat().st_mtime))
+    kept = existing.with_name(f"{existing.stem}_{stamp}{existing.suffix}")
+    if not kept.exists():
+        shutil.copy2(existing, kept)
+    logging.getLogger(__name__).warning(
+        "ckpt_dir '%s' already holds %s: kept a copy as '%s' before training replaces it.", existing.parent, filename,
+        kept.name)
+    return kept

@@ -27,3 +27,17 @@ def hippocampus_dir() -> Path:
             "or set XUNET_SHARED_DATA to the folder holding Task04_Hippocampus."
         )
     return HIPPOCAMPUS_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bundle_models_untouched():
+    """No test may write into the bundle's own models/ folder (a test training with the default ckpt_dir would
+    replace the shipped weights, or leave copies of them there)."""
+    folder = BUNDLE_ROOT / "models"
+
+    def snapshot():
+        return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+    before = snapshot()
+    yield
+    assert snapshot() == before, f"a test wrote into {folder}: give its workflow a ckpt_dir under tmp_path"

@@ -62,7 +62,8 @@ def test_metadata_matches_the_schema():
 def test_properties_complete(workflow_type, config, hippocampus_dir, tmp_path):
     data = {"infer": hippocampus_dir / "imagesTr"}.get(workflow_type, hippocampus_dir)
     workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
-                              dataset_dir=str(data), output_dir=str(tmp_path))
+                              dataset_dir=str(data), output_dir=str(tmp_path),
+                              **({"ckpt_dir": str(tmp_path / "models")} if workflow_type == "train" else {}))
     workflow.initialize()
     assert workflow.check_properties() in (None, [])
 
@@ -75,7 +76,8 @@ def test_precision_trains_mixed_and_reports_full(workflow_type, config, hippocam
 
     data = {"infer": hippocampus_dir / "imagesTr"}.get(workflow_type, hippocampus_dir)
     workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
-                              dataset_dir=str(data), output_dir=str(tmp_path))
+                              dataset_dir=str(data), output_dir=str(tmp_path),
+                              **({"ckpt_dir": str(tmp_path / "models")} if workflow_type == "train" else {}))
     workflow.initialize()
     parser = workflow.parser
     expected = fast_precision(parser.get_parsed_content("device")) if workflow_type == "train" else "float32"
@@ -91,7 +93,7 @@ def test_precision_trains_mixed_and_reports_full(workflow_type, config, hippocam
 
 def test_bundle_root_is_the_bundle_from_any_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train")
+    workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train", ckpt_dir=str(tmp_path))
     workflow.initialize()
     assert Path(workflow.bundle_root) == BUNDLE_ROOT
     assert str(BUNDLE_ROOT) in sys.path
@@ -137,6 +139,17 @@ def test_training_on_all_cases_saves_the_last_weights_without_validating(hippoca
     assert validator.state.iteration == 0  # never validated
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert all(torch.equal(state[k], v.cpu()) for k, v in network.state_dict().items())
+
+
+def test_training_keeps_a_copy_of_an_existing_model(hippocampus_dir, tmp_path):
+    """Training into a ckpt_dir that holds model.pt (the shipped one, or an earlier run's) copies it aside first."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.pt").write_bytes(b"an earlier model")
+    workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train",
+                              **quick_overrides(tmp_path, hippocampus_dir))
+    workflow.initialize()
+    kept = [p for p in (tmp_path / "models").iterdir() if p.name != "model.pt"]
+    assert len(kept) == 1 and kept[0].name.startswith("model_") and kept[0].read_bytes() == b"an earlier model"
 
 
 def test_evaluation_reports_per_case_dice(trained, hippocampus_dir):
