@@ -106,7 +106,8 @@ def test_overlays_keep_every_bundle_property(workflow_type, config, hippocampus_
         monkeypatch.setenv(name, value)
     workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
                               bundle_root=str(BUNDLE_ROOT), dataset_dir=str(hippocampus_dir), download=False,
-                              output_dir=str(tmp_path), ckpt_dir=str(tmp_path / "models"), data_limit=2)
+                              output_dir=str(tmp_path), data_limit=2,
+                              **({"ckpt_dir": str(tmp_path / "models")} if workflow_type == "train" else {}))
     try:
         workflow.initialize()
         assert torch.distributed.is_initialized() and torch.distributed.get_world_size() == 1
