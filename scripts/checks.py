@@ -3,9 +3,16 @@ names the setting and the fix, before any work is done and before anything is wr
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from scripts.distributed import is_main_process
+
+logger = logging.getLogger(__name__)
 
 
 def require_file(path: str | os.PathLike, setting: str, fix: str) -> Path:
@@ -40,13 +47,7 @@ def keep_existing_checkpoint(ckpt_dir: str | os.PathLike, filename: str = "model
     model, elsewhere perhaps an earlier run's model: the copy ``model_<its modification time>.pt`` keeps it. Only
     one process copies (rank 0 under torchrun). Returns the copy's path, or None when there was nothing to keep.
     """
-    import logging
-    import shutil
-    import time
-
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    if not is_main_process():
         return None
     existing = Path(ckpt_dir) / filename
     if not existing.is_file():
@@ -55,7 +56,7 @@ def keep_existing_checkpoint(ckpt_dir: str | os.PathLike, filename: str = "model
     kept = existing.with_name(f"{existing.stem}_{stamp}{existing.suffix}")
     if not kept.exists():
         shutil.copy2(existing, kept)
-    logging.getLogger(__name__).warning(
+    logger.warning(
         "ckpt_dir '%s' already holds %s: kept a copy as '%s' before training replaces it.", existing.parent, filename,
         kept.name)
     return kept

@@ -18,43 +18,43 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def read_per_case(path: str | os.PathLike) -> dict[str, list[float]]:
-    """``{case file name: [class Dice..., mean]}`` of one MetricsSaver per-case CSV (comma or tab separated)."""
+def read_per_case(path: str | os.PathLike) -> tuple[list[str], dict[str, list[float]]]:
+    """The header and ``{case file name: [class Dice..., mean]}`` of one MetricsSaver per-case CSV (comma or tab
+    separated)."""
     path = Path(path)
-    text = path.read_text()
-    rows = list(csv.reader(text.splitlines(), delimiter="\t" if "\t" in text.splitlines()[0] else ","))
-    header, body = rows[0], [r for r in rows[1:] if r]
-    if header[0] != "filename" or header[-1] != "mean" or len(header) < 3:
+    lines = path.read_text().splitlines()
+    rows = [r for r in csv.reader(lines, delimiter="\t" if lines and "\t" in lines[0] else ",") if r]
+    if not rows or rows[0][0] != "filename" or rows[0][-1] != "mean" or len(rows[0]) < 3:
         raise ValueError(f"'{path}' is not a per-case Dice CSV (header 'filename, class0, ..., mean'): pass the "
                          "val_mean_dice_raw.csv that run evaluating writes into output_dir.")
     cases = {}
-    for row in body:
+    for row in rows[1:]:
         name = os.path.basename(row[0])
         if name in cases:
             raise ValueError(f"'{path}' lists case '{name}' twice.")
         cases[name] = [float(v) for v in row[1:]]
-    return cases
+    return rows[0], cases
 
 
 def pool_folds(paths: Sequence[str | os.PathLike]) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
-    """The sorted case names and the per-case rows of each fold's CSV, keyed by file. Stops if a case is in two
-    files: the folds of one cross-validation hold disjoint cases, so such files are not one cross-validation."""
-    folds, seen = {}, {}
-    columns = None
+    """The CSVs' header and the per-case rows of each fold's CSV, keyed by file. Stops if a case is in two files
+    (the folds of one cross-validation hold disjoint cases) or if the files have different columns."""
+    folds: dict[str, dict[str, list[float]]] = {}
+    seen: dict[str, str] = {}
+    first_header = None
     for path in paths:
-        cases = read_per_case(path)
+        header, cases = read_per_case(path)
+        if first_header is None:
+            first_header = header
+        elif header != first_header:
+            raise ValueError(f"'{path}' has other columns than '{paths[0]}': {header} vs {first_header}.")
         for name in cases:
             if name in seen:
                 raise ValueError(f"case '{name}' is in both '{seen[name]}' and '{path}': the folds of a "
                                  "cross-validation hold disjoint cases; pass one CSV per fold.")
             seen[name] = str(path)
-        width = {len(v) for v in cases.values()}
-        if columns is None:
-            columns = width
-        elif width != columns:
-            raise ValueError(f"'{path}' has another number of classes than '{paths[0]}'.")
         folds[str(path)] = cases
-    return sorted(seen), folds
+    return first_header, folds
 
 
 def _mean_se(values: Sequence[float]) -> tuple[float, float]:
@@ -69,23 +69,27 @@ def summarize(paths: Sequence[str | os.PathLike], class_names: Sequence[str] | N
     pooled mean's standard error and 95 % interval (normal approximation over cases)."""
     if not paths:
         raise ValueError("pass the per-case CSVs of the folds, one per fold.")
-    _, folds = pool_folds(paths)
-    n_classes = len(next(iter(next(iter(folds.values())).values()))) - 1
-    names = list(class_names) if class_names else [f"class{i}" for i in range(n_classes)]
-    if len(names) != n_classes:
-        raise ValueError(f"class_names has {len(names)} names but the CSVs have {n_classes} classes.")
+    csv_header, folds = pool_folds(paths)
+    n_columns = len(csv_header) - 1  # the classes and their mean
+    names = list(class_names) if class_names else [f"class{i}" for i in range(n_columns - 1)]
+    if len(names) != n_columns - 1:
+        raise ValueError(f"class_names has {len(names)} names but the CSVs have {n_columns - 1} classes.")
     header = ["cases", "n", *names, "mean"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+
+    def row(label: str, rows: list[list[float]], bold_mean: bool = False) -> tuple[float, float]:
+        cols = [_mean_se([r[i] for r in rows]) for i in range(n_columns)]
+        cells = [f"{m:.4f}" for m, _ in cols]
+        if bold_mean:
+            cells[-1] = f"**{cells[-1]}**"
+        lines.append(f"| {label} | {len(rows)} | " + " | ".join(cells) + " |")
+        return cols[-1]
+
     pooled: list[list[float]] = []
     for path, cases in folds.items():
-        rows = list(cases.values())
-        pooled += rows
-        cols = [sum(r[i] for r in rows) / len(rows) for i in range(n_classes + 1)]
-        lines.append(f"| {Path(path).name} | {len(rows)} | " + " | ".join(f"{c:.4f}" for c in cols) + " |")
-    cols = [_mean_se([r[i] for r in pooled]) for i in range(n_classes + 1)]
-    lines.append(f"| **all folds** | {len(pooled)} | " + " | ".join(f"{m:.4f}" for m, _ in cols[:-1])
-                 + f" | **{cols[-1][0]:.4f}** |")
-    mean, se = cols[-1]
+        row(Path(path).name, list(cases.values()))
+        pooled += cases.values()
+    mean, se = row("**all folds**", pooled, bold_mean=True)
     lines += ["", f"Mean Dice over {len(pooled)} held-out cases: {mean:.4f}, standard error {se:.4f} "
               f"(95 %: {mean - 1.96 * se:.4f} to {mean + 1.96 * se:.4f})."]
     return "\n".join(lines) + "\n"

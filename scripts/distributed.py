@@ -86,10 +86,15 @@ def wrap_network(network: torch.nn.Module, device: torch.device) -> torch.nn.Mod
 REPORTING_HANDLERS = ("StatsHandler", "TensorBoardStatsHandler", "ProgressBar")
 
 
+def is_main_process() -> bool:
+    """True in a single-process run and on rank 0 of a process group."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def handlers_for_this_rank(handlers: Sequence | None) -> list:
     """The engine handlers this rank should attach: all on rank 0, all but the reporting ones elsewhere."""
     handlers = list(handlers or [])
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if is_main_process():
         return handlers
     return [h for h in handlers if type(h).__name__ not in REPORTING_HANDLERS]
 

@@ -41,6 +41,12 @@ def quick_overrides(tmp: Path, data_dir: Path) -> dict:
     }
 
 
+def own_ckpt_dir(workflow_type: str, tmp: Path) -> dict:
+    """A training workflow writes ckpt_dir/model.pt: give it a folder under tmp (evaluation and inference read the
+    shipped model)."""
+    return {"ckpt_dir": str(tmp / "models")} if workflow_type == "train" else {}
+
+
 def test_metadata_matches_the_schema():
     verify_metadata(meta_file=META, filepath=str(SCHEMA), hash_val="06954cad2cc5d3784e72077ac76f0fc8",
                     hash_type="md5")
@@ -63,7 +69,7 @@ def test_properties_complete(workflow_type, config, hippocampus_dir, tmp_path):
     data = {"infer": hippocampus_dir / "imagesTr"}.get(workflow_type, hippocampus_dir)
     workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
                               dataset_dir=str(data), output_dir=str(tmp_path),
-                              **({"ckpt_dir": str(tmp_path / "models")} if workflow_type == "train" else {}))
+                              **own_ckpt_dir(workflow_type, tmp_path))
     workflow.initialize()
     assert workflow.check_properties() in (None, [])
 
@@ -77,7 +83,7 @@ def test_precision_trains_mixed_and_reports_full(workflow_type, config, hippocam
     data = {"infer": hippocampus_dir / "imagesTr"}.get(workflow_type, hippocampus_dir)
     workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
                               dataset_dir=str(data), output_dir=str(tmp_path),
-                              **({"ckpt_dir": str(tmp_path / "models")} if workflow_type == "train" else {}))
+                              **own_ckpt_dir(workflow_type, tmp_path))
     workflow.initialize()
     parser = workflow.parser
     expected = fast_precision(parser.get_parsed_content("device")) if workflow_type == "train" else "float32"

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from scripts.handlers import FinalWeightsSaver
 
@@ -31,4 +31,21 @@ def test_writes_nothing_when_training_stops_on_an_error(tmp_path):
     FinalWeightsSaver(str(tmp_path), {"model": torch.nn.Conv3d(1, 3, 1)}).attach(engine)
     with pytest.raises(RuntimeError, match="a broken case"):
         engine.run([0, 1, 2], max_epochs=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_error_still_reaches_handlers_attached_after_it(tmp_path):
+    """train.json lists the saver before StatsHandler, which logs the error: the saver must not cut it off."""
+    engine = _engine(fail_at=1)
+    FinalWeightsSaver(str(tmp_path), {"model": torch.nn.Conv3d(1, 3, 1)}).attach(engine)
+    seen = []
+
+    def log_and_raise(engine, e):
+        seen.append(str(e))
+        raise e
+
+    engine.add_event_handler(Events.EXCEPTION_RAISED, log_and_raise)
+    with pytest.raises(RuntimeError, match="a broken case"):
+        engine.run([0, 1], max_epochs=1)
+    assert seen and set(seen) == {"a broken case"}  # ignite fires the event at each level the error crosses
     assert list(tmp_path.iterdir()) == []

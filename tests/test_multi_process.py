@@ -16,7 +16,7 @@ from monai.bundle import ConfigWorkflow
 
 from conftest import BUNDLE_ROOT
 from scripts.distributed import TORCHRUN_VARIABLES
-from test_bundle import CONFIGS, EVALUATE, META, TINY_NET, TRAIN, _chain
+from test_bundle import CONFIGS, EVALUATE, META, TINY_NET, TRAIN, _chain, own_ckpt_dir
 
 MULTI_TRAIN = [TRAIN, str(CONFIGS / "multi_gpu_train.json")]
 MULTI_EVALUATE = EVALUATE + [str(CONFIGS / "multi_gpu_evaluate.json")]
@@ -106,8 +106,7 @@ def test_overlays_keep_every_bundle_property(workflow_type, config, hippocampus_
         monkeypatch.setenv(name, value)
     workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
                               bundle_root=str(BUNDLE_ROOT), dataset_dir=str(hippocampus_dir), download=False,
-                              output_dir=str(tmp_path), data_limit=2,
-                              **({"ckpt_dir": str(tmp_path / "models")} if workflow_type == "train" else {}))
+                              output_dir=str(tmp_path), data_limit=2, **own_ckpt_dir(workflow_type, tmp_path))
     try:
         workflow.initialize()
         assert torch.distributed.is_initialized() and torch.distributed.get_world_size() == 1
