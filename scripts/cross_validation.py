@@ -57,7 +57,8 @@ def pool_folds(paths: Sequence[str | os.PathLike]) -> tuple[list[str], dict[str,
     return first_header, folds
 
 
-def _mean_se(values: Sequence[float]) -> tuple[float, float]:
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """The mean of ``values`` and its standard error (sample standard deviation over the square root of n)."""
     n = len(values)
     mean = sum(values) / n
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
@@ -78,7 +79,7 @@ def summarize(paths: Sequence[str | os.PathLike], class_names: Sequence[str] | N
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
 
     def row(label: str, rows: list[list[float]], bold_mean: bool = False) -> tuple[float, float]:
-        cols = [_mean_se([r[i] for r in rows]) for i in range(n_columns)]
+        cols = [mean_se([r[i] for r in rows]) for i in range(n_columns)]
         cells = [f"{m:.4f}" for m, _ in cols]
         if bold_mean:
             cells[-1] = f"**{cells[-1]}**"

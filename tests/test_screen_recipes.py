@@ -1,0 +1,164 @@
+"""scripts/screen_recipes.py: variants file checks, the bundle commands it builds, the paired comparison, the
+scheduler (failures, budget) and one real two-variant screen on 4 shared cases."""
+
+import importlib
+import inspect
+import json
+import pydoc
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from monai.bundle.config_item import ComponentLocator
+
+from conftest import BUNDLE_ROOT
+from scripts import screen_recipes
+from scripts.screen_recipes import Variant, commands, compare, load_variants, run_screen
+
+
+def write_variants(tmp_path: Path, entries) -> Path:
+    path = tmp_path / "variants.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def write_per_case(path: Path, rows: dict) -> None:
+    path.write_text("filename,class0,class1,mean\n" + "".join(
+        f"/data/imagesTr/{name},{a},{b},{(a + b) / 2}\n" for name, (a, b) in rows.items()))
+
+
+SCREENS = sorted((BUNDLE_ROOT / "configs" / "screens").glob("*.json"))
+
+
+@pytest.mark.parametrize("screen", SCREENS, ids=lambda p: p.stem)
+def test_every_committed_screen_overrides_ids_the_bundle_has(screen):
+    """A misspelt override would be added to the config as a new, unused id, and the variant would silently be
+    the reference: each id must exist in train.json + evaluate.json + the variant's overlays, or name an argument
+    of the component it sets (``loss#batch``: DiceCELoss's ``batch``)."""
+    from monai.bundle import ConfigParser
+    for variant in load_variants(screen):
+        files = [str(BUNDLE_ROOT / f) for f in ["configs/train.json", "configs/evaluate.json", *variant.config_files]]
+        ids = ConfigParser(ConfigParser.load_config_files(files))
+        for key in variant.overrides:
+            if key in ids:
+                continue
+            parent, argument = key.rsplit("#", 1) if "#" in key else ("", key)
+            component = ids.get(parent) if parent else None
+            assert isinstance(component, dict) and "_target_" in component, (
+                f"{screen.name}, variant {variant.name}: no config id '{key}'")
+            target = ComponentLocator().get_component_module_name(component["_target_"])
+            target = getattr(importlib.import_module(target), component["_target_"]) if target else (
+                pydoc.locate(component["_target_"]))
+            assert argument in inspect.signature(target).parameters, (
+                f"{screen.name}, variant {variant.name}: '{component['_target_']}' has no argument '{argument}'")
+
+
+def test_the_committed_recipe_screen_starts_with_the_old_recipe():
+    variants = load_variants(BUNDLE_ROOT / "configs" / "screens" / "recipe_screen.json")
+    assert variants[0].name == "wd1e-5" and variants[0].overrides == {"weight_decay": 1e-05}
+    assert {"wd1e-2": {}} == {v.name: v.overrides for v in variants if v.name == "wd1e-2"}  # train.json as it is
+
+
+@pytest.mark.parametrize("entries, message", [
+    ({"name": "a"}, "JSON list"),
+    ([], "JSON list"),
+    ([{"overrides": {}}], "give 'name'"),
+    ([{"name": "a", "override": {}}], "unknown keys: ['override']"),
+    ([{"name": "a/b"}], "only letters"),
+    ([{"name": "a"}, {"name": "a"}], "used twice"),
+])
+def test_a_bad_variants_file_is_named_with_the_fix(tmp_path, entries, message):
+    path = write_variants(tmp_path, entries)
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        load_variants(path)
+    assert str(path) in str(err.value)
+
+
+def test_commands_are_the_bundles_own_with_the_overrides_as_python_literals(tmp_path):
+    overlay = "configs/experiments/foreground_dice.json"
+    variant = Variant("v", [overlay], {"loss#batch": True, "patch_size": [40, 56, 40]})
+    train, evaluate = commands(variant, 2, "/data", tmp_path / "v_f2", {"num_workers": 1})
+    assert train[1:5] == ["-m", "monai.bundle", "run", "training"]
+    assert evaluate[1:5] == ["-m", "monai.bundle", "run", "evaluating"]
+    assert train[train.index("--config_file") + 1] == repr(["configs/train.json", overlay])
+    eval_files = ["configs/train.json", "configs/evaluate.json", overlay]
+    assert evaluate[evaluate.index("--config_file") + 1] == repr(eval_files)
+    assert train[train.index("--val_interval") + 1] == "0"  # last epoch's weights, no choice on held-out cases
+    for cmd in (train, evaluate):
+        assert cmd[cmd.index("--fold") + 1] == "2"
+        assert cmd[cmd.index("--ckpt_dir") + 1] == str(tmp_path / "v_f2" / "models")
+        # fire reads Python literals: True, not JSON's true
+        assert "--loss#batch=True" in cmd and "--patch_size=[40, 56, 40]" in cmd and "--num_workers=1" in cmd
+    assert evaluate[evaluate.index("--output_dir") + 1] == str(tmp_path / "v_f2" / "eval")
+
+
+def test_compare_pairs_cases_with_the_reference(tmp_path):
+    write_per_case(tmp_path / "ref_f0.csv", {"c1.nii.gz": (0.8, 0.8), "c2.nii.gz": (0.9, 0.7)})
+    write_per_case(tmp_path / "ref_f1.csv", {"c3.nii.gz": (0.6, 0.6)})
+    write_per_case(tmp_path / "new_f0.csv", {"c1.nii.gz": (0.9, 0.9), "c2.nii.gz": (0.8, 0.8)})
+    write_per_case(tmp_path / "new_f1.csv", {"c3.nii.gz": (0.7, 0.7)})
+    variants = [Variant("ref"), Variant("new"), Variant("missing")]
+    table = compare(tmp_path, variants, [0, 1], "ref", class_names=["anterior", "posterior"])
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    assert rows["ref"][1:6] == ["0,1", "3", "0.7667", "0.7000", "0.7333"]
+    # per-case differences +0.1, +0.0, +0.1: mean +0.0667, standard error 0.0333, 2 of 3 better
+    assert rows["new"][1:9] == ["0,1", "3", "0.8000", "0.8000", "0.8000", "+0.0667", "0.0333", "2 of 3"]
+    assert rows["missing"][1:3] == ["none", "0"]
+    assert "anterior | posterior" in table
+
+
+def fake_commands(script: str):
+    """A stand-in for the bundle commands: one step running ``script`` with the run folder as argv[1]."""
+    def build(variant, fold, dataset_dir, run_dir, extra):
+        return [[sys.executable, "-c", script, str(run_dir), variant.name]]
+    return build
+
+
+WRITE_CSV = """
+import sys, pathlib
+out = pathlib.Path(sys.argv[1]) / "eval"; out.mkdir(parents=True, exist_ok=True)
+if sys.argv[2] == "broken":
+    sys.exit(3)
+if sys.argv[2] == "slow":
+    import time; time.sleep(60)
+(out / "val_mean_dice_raw.csv").write_text("filename,class0,mean\\nc1.nii.gz,0.5,0.5\\n")
+"""
+
+
+def test_failed_and_overrun_pairs_are_reported_never_counted(tmp_path, monkeypatch):
+    monkeypatch.setattr(screen_recipes, "commands", fake_commands(WRITE_CSV))
+    variants = [Variant("good"), Variant("broken"), Variant("slow")]
+    jobs = run_screen(variants, [0], "/data", tmp_path, max_parallel=3, budget_s=8)
+    states = {job.key: job.state for job in jobs}
+    assert states == {"good_f0": "done", "broken_f0": "failed", "slow_f0": "stopped"}
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["good_f0.csv"]
+
+
+def test_results_of_an_earlier_screen_are_never_mixed_in(tmp_path, monkeypatch):
+    monkeypatch.setattr(screen_recipes, "commands", fake_commands(WRITE_CSV))
+    (tmp_path / "results").mkdir()
+    earlier = tmp_path / "results" / "good_f0.csv"
+    earlier.write_text("filename,class0,mean\nc1.nii.gz,0.9,0.9\n")
+    with pytest.raises(FileExistsError, match="good_f0.csv") as err:
+        run_screen([Variant("good")], [0], "/data", tmp_path, budget_s=30)
+    assert "--work_dir or --results_dir" in str(err.value)
+    assert earlier.read_text().endswith("0.9,0.9\n")  # left as it was
+
+
+def test_a_real_screen_trains_and_evaluates_each_variant(tmp_path, hippocampus_dir):
+    """Two variants, fold 0, 4 cases, 1 epoch of a tiny net: both pairs go through run training and run evaluating,
+    and each variant's override reaches its runs."""
+    variants_file = write_variants(tmp_path, [
+        {"name": "ref"}, {"name": "wd0", "overrides": {"weight_decay": 0.0}}])
+    screen_recipes.main(str(variants_file), folds=[0], dataset_dir=str(hippocampus_dir), work_dir=str(tmp_path / "w"),
+                        max_parallel=2, budget_s=600, data_limit=4, num_workers=0, download=False,
+                        network_options={"xunet": {"features": [4, 4, 8, 8, 16, 4]}},
+                        **{"train#trainer#max_epochs": 1})
+    results = tmp_path / "w" / "results"
+    for name in ("ref", "wd0"):
+        lines = (results / f"{name}_f0.csv").read_text().splitlines()
+        assert lines[0].split(",")[0] == "filename" and len(lines) == 1 + 4  # the 4 held-out cases of the limit
+    assert "> weight_decay: 0.0" in (tmp_path / "w" / "wd0_f0" / "step0.log").read_text()
+    summary = (results / "summary.md").read_text()
+    assert "| wd0 | 0 | 4 |" in summary and "Unfinished" not in summary
