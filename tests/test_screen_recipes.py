@@ -162,3 +162,14 @@ def test_a_real_screen_trains_and_evaluates_each_variant(tmp_path, hippocampus_d
     assert "> weight_decay: 0.0" in (tmp_path / "w" / "wd0_f0" / "step0.log").read_text()
     summary = (results / "summary.md").read_text()
     assert "| wd0 | 0 | 4 |" in summary and "Unfinished" not in summary
+
+
+def test_the_committed_screen_table_is_made_from_the_committed_results():
+    """docs/recipe_screen/summary.md is what compare makes of the per-case CSVs beside it (regenerate with
+    `python -m scripts.screen_recipes configs/screens/recipe_screen.json --folds "[0,1,2]" --results_dir
+    docs/recipe_screen --compare_only True --class_names "['anterior','posterior']"`)."""
+    results = BUNDLE_ROOT / "docs" / "recipe_screen"
+    variants = load_variants(BUNDLE_ROOT / "configs" / "screens" / "recipe_screen.json")
+    table = compare(results, variants, [0, 1, 2], variants[0].name, class_names=["anterior", "posterior"])
+    assert (results / "summary.md").read_text() == table
+    assert "| wd1e-2 | 0,1,2 | 126 | 0.8972 | 0.8768 | 0.8870 | +0.0019 | 0.0008 | 72 of 126 |" in table
