@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.cross_validation import mean_se, read_per_case
+from scripts.cross_validation import mean_se, pool_folds
 
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,6 +68,11 @@ def load_variants(path: str | os.PathLike) -> list[Variant]:
             raise ValueError(f"'{path}': variant name '{name}' is used twice.")
         variants.append(Variant(name, list(entry.get("config_files", [])), dict(entry.get("overrides", {}))))
     return variants
+
+
+def pair_name(variant_name: str, fold: int) -> str:
+    """The name of one (variant, fold) pair: its run folder, and ``<name>.csv`` its per-case results."""
+    return f"{variant_name}_f{fold}"
 
 
 def _cli_args(overrides: dict) -> list[str]:
@@ -105,7 +110,7 @@ class Job:
 
     @property
     def key(self) -> str:
-        return f"{self.variant.name}_f{self.fold}"
+        return pair_name(self.variant.name, self.fold)
 
     def start_step(self, env: dict) -> None:
         with open(self.run_dir / f"step{self.step}.log", "w") as log:  # the child keeps its own handle
@@ -124,15 +129,17 @@ def run_screen(variants: list[Variant], folds: list[int], dataset_dir: str, work
     results.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_job), "MKL_NUM_THREADS": str(threads_per_job),
            "PYTHONUNBUFFERED": "1"}
-    pairs = [(variant, fold, work / f"{variant.name}_f{fold}") for variant in variants for fold in folds]
-    earlier = [f"{v.name}_f{f}.csv" for v, f, _ in pairs if (results / f"{v.name}_f{f}.csv").exists()]
+    jobs = []
+    for variant in variants:
+        for fold in folds:
+            run_dir = work / pair_name(variant.name, fold)
+            jobs.append(Job(variant, fold, run_dir, commands(variant, fold, dataset_dir, run_dir, extra or {})))
+    earlier = [f"{j.key}.csv" for j in jobs if (results / f"{j.key}.csv").exists()]
     if earlier:  # a pair that fails now must not be reported with an earlier run's result
         raise FileExistsError(f"'{results}' already holds results of these pairs ({', '.join(earlier)}): give "
                               "another --work_dir or --results_dir, or move those files away.")
-    jobs = []
-    for variant, fold, run_dir in pairs:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        jobs.append(Job(variant, fold, run_dir, commands(variant, fold, dataset_dir, run_dir, extra or {})))
+    for job in jobs:
+        job.run_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + budget_s
     while any(j.state in ("waiting", "running") for j in jobs):
         for job in jobs:
@@ -177,13 +184,12 @@ def compare(results_dir: str | os.PathLike, variants: list[Variant], folds: list
     results = Path(results_dir)
 
     def cases_of(name: str) -> tuple[list[int], dict[str, list[float]]]:
-        done, cases = [], {}
-        for fold in folds:
-            path = results / f"{name}_f{fold}.csv"
-            if path.exists():
-                done.append(fold)
-                cases.update(read_per_case(path)[1])
-        return done, cases
+        done = [fold for fold in folds if (results / f"{pair_name(name, fold)}.csv").exists()]
+        if not done:
+            return done, {}
+        # the folds of one variant hold disjoint cases with the same columns; pool_folds checks both
+        per_fold = pool_folds([results / f"{pair_name(name, fold)}.csv" for fold in done])[1]
+        return done, {case: row for cases in per_fold.values() for case, row in cases.items()}
 
     ref = cases_of(reference)[1]
     n_classes = len(next(iter(ref.values()))) - 1 if ref else 0
@@ -198,8 +204,8 @@ def compare(results_dir: str | os.PathLike, variants: list[Variant], folds: list
         if not cases:
             lines.append(f"| {variant.name} | none | 0 |" + " |" * (len(header) - 3))
             continue
-        means = [sum(row[i] for row in cases.values()) / len(cases) for i in range(len(names) + 1)]
-        times = [seconds[key] for key in (f"{variant.name}_f{f}" for f in done) if key in seconds]
+        means = [mean_se([row[i] for row in cases.values()])[0] for i in range(len(names) + 1)]
+        times = [seconds[key] for key in (pair_name(variant.name, f) for f in done) if key in seconds]
         cells = [variant.name, ",".join(map(str, done)), str(len(cases)), *(f"{m:.4f}" for m in means)]
         diffs = [cases[c][-1] - ref[c][-1] for c in sorted(set(cases) & set(ref))]
         if variant.name != reference and len(diffs) > 1:

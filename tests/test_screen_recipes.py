@@ -13,6 +13,7 @@ import pytest
 from monai.bundle.config_item import ComponentLocator
 
 from conftest import BUNDLE_ROOT
+from test_bundle import TINY_NET
 from scripts import screen_recipes
 from scripts.screen_recipes import Variant, commands, compare, load_variants, run_screen
 
@@ -153,7 +154,7 @@ def test_a_real_screen_trains_and_evaluates_each_variant(tmp_path, hippocampus_d
         {"name": "ref"}, {"name": "wd0", "overrides": {"weight_decay": 0.0}}])
     screen_recipes.main(str(variants_file), folds=[0], dataset_dir=str(hippocampus_dir), work_dir=str(tmp_path / "w"),
                         max_parallel=2, budget_s=600, data_limit=4, num_workers=0, download=False,
-                        network_options={"xunet": {"features": [4, 4, 8, 8, 16, 4]}},
+                        network_options=TINY_NET,
                         **{"train#trainer#max_epochs": 1})
     results = tmp_path / "w" / "results"
     for name in ("ref", "wd0"):
