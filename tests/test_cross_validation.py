@@ -4,7 +4,9 @@ import math
 
 import pytest
 
+from conftest import BUNDLE_ROOT
 from scripts.cross_validation import main, pool_folds, read_per_case, summarize
+from scripts.data import split_cases
 
 
 def _fold(tmp_path, name, rows, sep=","):
@@ -53,3 +55,28 @@ def test_class_names_must_match_the_columns(tmp_path):
     fold0 = _fold(tmp_path, "f0.csv", {"a.nii.gz": [0.9, 0.8, 0.85]})
     with pytest.raises(ValueError, match="class_names"):
         summarize([fold0], ["anterior"])
+
+
+DOCS = BUNDLE_ROOT / "docs"
+# the committed cross-validations: per recipe, the per-case CSV of each fold (index = fold) and the table made of them
+COMMITTED_CROSS_VALIDATIONS = {
+    "0.3.0": ([DOCS / f"eval_fold{k}_per_case.csv" for k in range(3)], DOCS / "cross_validation.md"),
+    "0.4.0": ([DOCS / "recipe_screen" / f"wd1e-2_f{k}.csv" for k in range(3)]
+              + [DOCS / "cross_validation_0.4.0" / f"wd1e-2_f{k}.csv" for k in (3, 4)],
+              DOCS / "cross_validation_0.4.0" / "cross_validation.md"),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(COMMITTED_CROSS_VALIDATIONS))
+def test_committed_cross_validation_holds_each_folds_own_cases(recipe):
+    """Each committed per-case CSV holds exactly the held-out cases of its fold in the bundle's split (train.json:
+    5 folds, split_seed 12345, over the 208 cases of docs/training_cases.txt), and the committed table is what
+    summarize makes of them (regenerate with `python -m scripts.cross_validation <the CSVs> --class_names
+    "['anterior','posterior']" --out <the table>`)."""
+    csvs, table = COMMITTED_CROSS_VALIDATIONS[recipe]
+    cases = (DOCS / "training_cases.txt").read_text().split()
+    assert len(cases) == 208
+    for fold, path in enumerate(csvs):
+        held_out = split_cases(cases, fold, num_folds=5, seed=12345)[1]
+        assert sorted(read_per_case(path)[1]) == [f"{name}.nii.gz" for name in held_out], path
+    assert table.read_text() == summarize(csvs, ["anterior", "posterior"])
