@@ -1,5 +1,6 @@
 """scripts.cross_validation: pooling the per-case Dice of several folds."""
 
+import json
 import math
 
 import pytest
@@ -69,14 +70,15 @@ COMMITTED_CROSS_VALIDATIONS = {
 
 @pytest.mark.parametrize("recipe", sorted(COMMITTED_CROSS_VALIDATIONS))
 def test_committed_cross_validation_holds_each_folds_own_cases(recipe):
-    """Each committed per-case CSV holds exactly the held-out cases of its fold in the bundle's split (train.json:
-    5 folds, split_seed 12345, over the 208 cases of docs/training_cases.txt), and the committed table is what
-    summarize makes of them (regenerate with `python -m scripts.cross_validation <the CSVs> --class_names
-    "['anterior','posterior']" --out <the table>`)."""
+    """Each committed per-case CSV holds exactly the held-out cases of its fold in the bundle's split (train.json's
+    num_folds and split_seed over the 208 cases of docs/training_cases.txt: a changed split makes them stale), and
+    the committed table is what summarize makes of them (regenerate with `python -m scripts.cross_validation <the
+    CSVs> --class_names "['anterior','posterior']" --out <the table>`)."""
     csvs, table = COMMITTED_CROSS_VALIDATIONS[recipe]
+    train = json.loads((BUNDLE_ROOT / "configs" / "train.json").read_text())
     cases = (DOCS / "training_cases.txt").read_text().split()
-    assert len(cases) == 208
+    assert len(cases) == 208 and len(csvs) <= train["num_folds"] == 5
     for fold, path in enumerate(csvs):
-        held_out = split_cases(cases, fold, num_folds=5, seed=12345)[1]
+        held_out = split_cases(cases, fold, num_folds=train["num_folds"], seed=train["split_seed"])[1]
         assert sorted(read_per_case(path)[1]) == [f"{name}.nii.gz" for name in held_out], path
     assert table.read_text() == summarize(csvs, ["anterior", "posterior"])
