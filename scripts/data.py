@@ -84,13 +84,19 @@ def msd_datalist(
 
     Args:
         dataset_dir: the MSD task folder (``dataset.json``, ``imagesTr``, ``labelsTr``).
-        split: ``"training"`` (the other folds), ``"validation"`` (fold ``fold``) or ``"all"``.
+        split: ``"training"`` (the other folds), ``"validation"`` (fold ``fold``) or ``"all"`` (every labelled
+            case, e.g. new cases that evaluate a model trained on all of a task's local cases).
         fold: which fold validates, ``0 .. num_folds - 1``.
         num_folds: number of folds.
         seed: seed of the case permutation.
         limit: keep only the first ``limit`` items (quick runs, tests); None keeps all.
         download: fetch the MSD task when ``dataset_dir`` holds none (see :func:`ensure_msd_dataset`).
     """
+    if split not in ("training", "validation", "all"):
+        raise ValueError(
+            f"split must be 'training', 'validation' or 'all', got '{split}': set the config id eval_split "
+            "(evaluate.json) or train#dataset#data#split / validate#dataset#data#split to one of them."
+        )
     root = ensure_msd_dataset(dataset_dir, download=download)
     with open(root / "dataset.json") as f:
         manifest = json.load(f)
@@ -107,12 +113,15 @@ def msd_datalist(
         raise ValueError(f"'{root / 'dataset.json'}' lists no labelled cases under 'training'.")
     if split == "all":
         chosen = items
-    elif split in ("training", "validation"):
+    else:
         train_names, val_names = split_cases([i["case"] for i in items], fold, num_folds, seed)
         keep = set(train_names if split == "training" else val_names)
         chosen = [i for i in items if i["case"] in keep]
-    else:
-        raise ValueError(f"split must be 'training', 'validation' or 'all', got '{split}'.")
+        if not chosen:
+            raise ValueError(
+                f"fold {fold} of num_folds={num_folds} leaves no {split} case among the {len(items)} cases of "
+                f"'{root / 'dataset.json'}': lower num_folds, or evaluate every case with eval_split 'all'."
+            )
     return chosen[:limit] if limit else chosen
 
 

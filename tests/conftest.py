@@ -1,5 +1,6 @@
 """Shared pytest set-up: the bundle root on sys.path and the shared data locations."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -41,3 +42,14 @@ def bundle_models_untouched():
     before = snapshot()
     yield
     assert snapshot() == before, f"a test wrote into {folder}: give its workflow a ckpt_dir under tmp_path"
+
+
+def msd_subset_folder(folder: Path, hippocampus_dir: Path, cases: list[str]) -> Path:
+    """An MSD-layout folder (dataset.json, imagesTr, labelsTr) listing only ``cases`` of the shared data, as links."""
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(parents=True)
+        for case in cases:
+            (folder / sub / f"{case}.nii.gz").symlink_to(hippocampus_dir / sub / f"{case}.nii.gz")
+    entries = [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in cases]
+    (folder / "dataset.json").write_text(json.dumps({"training": entries}))
+    return folder

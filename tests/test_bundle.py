@@ -12,7 +12,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow, verify_metadata
 
-from conftest import BUNDLE_ROOT, SHARED_DATA
+from conftest import BUNDLE_ROOT, SHARED_DATA, msd_subset_folder
 
 CONFIGS = BUNDLE_ROOT / "configs"
 META = str(CONFIGS / "metadata.json")
@@ -171,6 +171,24 @@ def test_evaluation_reports_per_case_dice(trained, hippocampus_dir):
     assert rows[0].startswith("filename") and len(rows) == 1 + 4
     whole = (trained / "eval" / "val_whole_dice_raw.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in whole] == [r.split(",")[0] for r in rows]  # same cases, anterior+posterior
+
+
+@pytest.mark.parametrize("eval_split, cases", [("all", 5), ("validation", 1)])
+def test_evaluation_of_new_cases_scores_every_case_with_eval_split_all(trained, hippocampus_dir, tmp_path,
+                                                                       eval_split, cases):
+    """New labelled cases in their own MSD folder (how the shipped model, trained on every local case, is measured):
+    eval_split 'all' scores each of them; the default scores only the validation fold's share."""
+    names = [f"hippocampus_{i:03d}" for i in (1, 3, 4, 6, 8)]
+    new_cases = msd_subset_folder(tmp_path / "new", hippocampus_dir, names)
+    overrides = {**quick_overrides(trained, new_cases), "output_dir": str(tmp_path / "eval"), "data_limit": None,
+                 "eval_split": eval_split}
+    workflow = ConfigWorkflow(config_file=EVALUATE, meta_file=META, workflow_type="eval", **overrides)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    rows = (tmp_path / "eval" / "val_mean_dice_raw.csv").read_text().strip().splitlines()[1:]
+    scored = [Path(row.split(",")[0]).name for row in rows]
+    assert len(scored) == cases and set(scored) <= {f"{n}.nii.gz" for n in names}
 
 
 def test_evaluation_without_checkpoint_names_the_setting(tmp_path, hippocampus_dir):

@@ -2,6 +2,8 @@
 
 import pytest
 
+from conftest import msd_subset_folder
+
 from scripts.data import image_datalist, msd_datalist, split_cases
 
 
@@ -51,3 +53,17 @@ def test_inference_inputs(tmp_path):
     (tmp_path / "a.nii").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("")
     assert [d["image"] for d in image_datalist(tmp_path)] == [str(tmp_path / "a.nii"), str(tmp_path / "b.nii.gz")]
+
+
+def test_unknown_split_names_the_setting_before_reading_data(tmp_path):
+    with pytest.raises(ValueError, match="eval_split"):
+        msd_datalist(tmp_path / "not_there", split="test", download=False)
+
+
+def test_all_split_lists_every_case_and_an_empty_fold_is_an_error(tmp_path, hippocampus_dir):
+    folder = msd_subset_folder(tmp_path, hippocampus_dir, ["hippocampus_001", "hippocampus_003"])
+    assert [i["case"] for i in msd_datalist(folder, "all", download=False)] == ["hippocampus_001", "hippocampus_003"]
+    # 2 cases in 5 folds: some fold validates none of them
+    empty = [k for k in range(5) if not split_cases(["hippocampus_001", "hippocampus_003"], k, 5, 12345)[1]]
+    with pytest.raises(ValueError, match=r"no validation case.*eval_split 'all'"):
+        msd_datalist(folder, "validation", fold=empty[0], download=False)
