@@ -245,6 +245,19 @@ def test_inference_refuses_to_overwrite_inputs(trained, hippocampus_dir, tmp_pat
     assert all(p.is_symlink() for p in inputs.iterdir())  # nothing overwritten
 
 
+def test_inference_names_an_image_it_cannot_segment_before_writing_anything(trained, hippocampus_dir, tmp_path):
+    inputs = _two_images(tmp_path, hippocampus_dir)
+    nib.save(nib.Nifti1Image(np.ones((20, 30), dtype=np.float32), np.eye(4)), str(inputs / "slice.nii.gz"))
+    workflow = ConfigWorkflow(config_file=INFER, meta_file=META, workflow_type="infer",
+                              ckpt_dir=str(trained / "models"), dataset_dir=str(inputs),
+                              output_dir=str(tmp_path / "out"), network_options=TINY_NET)
+    with pytest.raises(Exception) as err:
+        workflow.initialize()
+    message = "".join(str(e) for e in _chain(err.value))
+    assert f"'{inputs / 'slice.nii.gz'}': a 2-D image" in message and "hippocampus_001" not in message
+    assert not (tmp_path / "out").exists()
+
+
 def test_shipped_model_runs_from_another_directory(hippocampus_dir, tmp_path):
     """The command-line inference of the README, run from outside the bundle with the shipped weights."""
     inputs = _two_images(tmp_path, hippocampus_dir)

@@ -2,7 +2,11 @@
 
 import os
 
-from scripts.checks import keep_existing_checkpoint
+import nibabel as nib
+import numpy as np
+import pytest
+
+from scripts.checks import check_images, keep_existing_checkpoint
 
 
 def test_nothing_to_keep_in_an_empty_or_missing_folder(tmp_path):
@@ -21,3 +25,40 @@ def test_an_existing_model_is_copied_under_its_modification_time(tmp_path):
     # the same model again (a second run that failed before saving): one copy, not two
     assert keep_existing_checkpoint(tmp_path) == kept
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.pt", kept.name])
+
+
+def _nifti(path, data):
+    nib.save(nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.eye(4)), str(path))
+    return {"image": str(path)}
+
+
+def test_images_the_network_can_segment_pass_unchanged(tmp_path):
+    datalist = [_nifti(tmp_path / "volume.nii.gz", np.ones((9, 10, 11))),
+                _nifti(tmp_path / "one_channel.nii.gz", np.ones((9, 10, 11, 1))),
+                _nifti(tmp_path / "tiny.nii", np.zeros((2, 3, 1)))]
+    assert check_images(datalist) is datalist
+
+
+def test_every_image_the_network_cannot_segment_is_named_with_its_problem(tmp_path):
+    nan = np.ones((9, 10, 11))
+    nan[0, 0, 0], nan[1, 1, 1] = np.nan, np.inf
+    (tmp_path / "corrupt.nii.gz").write_bytes(b"not a nifti")
+    datalist = [_nifti(tmp_path / "good.nii.gz", np.ones((9, 10, 11))),
+                _nifti(tmp_path / "flat.nii.gz", np.ones((9, 10))),
+                _nifti(tmp_path / "two_channels.nii.gz", np.ones((9, 10, 11, 2))),
+                _nifti(tmp_path / "nan.nii.gz", nan),
+                {"image": str(tmp_path / "corrupt.nii.gz")}]
+    with pytest.raises(ValueError) as err:
+        check_images(datalist)
+    message = str(err.value)
+    assert message.startswith("4 of 5 input images (config id 'dataset_dir')") and "good.nii.gz" not in message
+    for name, problem in [("flat.nii.gz", "a 2-D image of shape (9, 10)"), ("two_channels.nii.gz", "shape (9, 10, 11, 2) holds 2 volumes"),
+                          ("nan.nii.gz", "2 voxels are NaN or infinite"), ("corrupt.nii.gz", "not a readable NIfTI")]:
+        assert f"{tmp_path / name}': {problem}" in message
+
+
+def test_a_long_list_of_bad_images_is_cut_short(tmp_path):
+    datalist = [_nifti(tmp_path / f"flat{i}.nii.gz", np.ones((4, 4))) for i in range(5)]
+    with pytest.raises(ValueError, match=r"flat1.nii.gz.*\n.*\.\.\. and 3 more") as err:
+        check_images(datalist, max_listed=2)
+    assert "flat2.nii.gz" not in str(err.value)
