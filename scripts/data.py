@@ -13,6 +13,8 @@ import os
 import random
 from pathlib import Path
 
+from scripts.checks import check_images
+
 logger = logging.getLogger(__name__)
 
 MSD_TASK = "Task04_Hippocampus"
@@ -122,7 +124,13 @@ def msd_datalist(
                 f"fold {fold} of num_folds={num_folds} leaves no {split} case among the {len(items)} cases of "
                 f"'{root / 'dataset.json'}': lower num_folds, or evaluate every case with eval_split 'all'."
             )
-    return chosen[:limit] if limit else chosen
+    chosen = chosen[:limit] if limit else chosen
+    # dataset.json says how many volumes an image holds and which labels exist: check every chosen case against it
+    # now, so a bad file is named before caching and training start
+    labels = manifest.get("labels")
+    return check_images(chosen, spatial_dims=3, in_channels=len(manifest.get("modality") or {"0": "image"}),
+                        label_values=[int(k) for k in labels] if isinstance(labels, dict) else None,
+                        channels_from="the modalities listed in dataset.json")
 
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii")

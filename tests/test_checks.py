@@ -51,8 +51,9 @@ def test_every_image_the_network_cannot_segment_is_named_with_its_problem(tmp_pa
     with pytest.raises(ValueError) as err:
         check_images(datalist)
     message = str(err.value)
-    assert message.startswith("4 of 5 input images (config id 'dataset_dir')") and "good.nii.gz" not in message
-    for name, problem in [("flat.nii.gz", "a 2-D image of shape (9, 10)"), ("two_channels.nii.gz", "shape (9, 10, 11, 2) holds 2 volumes"),
+    assert message.startswith("4 of 5 cases (config id 'dataset_dir')") and "good.nii.gz" not in message
+    for name, problem in [("flat.nii.gz", "a 2-D image of shape (9, 10)"), ("two_channels.nii.gz",
+                           "shape (9, 10, 11, 2) holds 2 volumes (channels) where 1 are expected (the network's in_channels)"),
                           ("nan.nii.gz", "2 voxels are NaN or infinite"), ("corrupt.nii.gz", "not a readable NIfTI")]:
         assert f"{tmp_path / name}': {problem}" in message
 
@@ -62,3 +63,19 @@ def test_a_long_list_of_bad_images_is_cut_short(tmp_path):
     with pytest.raises(ValueError, match=r"flat1.nii.gz.*\n.*\.\.\. and 3 more") as err:
         check_images(datalist, max_listed=2)
     assert "flat2.nii.gz" not in str(err.value)
+
+
+def test_a_label_map_must_fit_its_image_and_the_listed_labels(tmp_path):
+    image = _nifti(tmp_path / "image.nii.gz", np.ones((9, 10, 11)))["image"]
+    labels = {"fits": np.zeros((9, 10, 11)), "channel": np.zeros((9, 10, 11, 1)), "short": np.zeros((9, 10, 10)),
+              "unknown": np.pad(np.full((2, 2, 2), 5.0), ((0, 7), (0, 8), (0, 9)))}
+    datalist = [{"image": image, "label": _nifti(tmp_path / f"{name}.nii.gz", data)["image"]}
+                for name, data in labels.items()]
+    assert check_images(datalist[:2], label_values=[0, 1, 2]) == datalist[:2]
+    with pytest.raises(ValueError) as err:
+        check_images(datalist, label_values=[0, 1, 2])
+    message = str(err.value)
+    assert message.startswith("2 of 4 cases") and "fits.nii.gz" not in message and "channel.nii.gz" not in message
+    assert "short.nii.gz': label map of shape (9, 10, 10) for an image of shape (9, 10, 11)" in message
+    assert "unknown.nii.gz': label values [5] are not among the labels [0, 1, 2] of dataset.json" in message
+    assert check_images(datalist[3:]) == datalist[3:]  # no labels given: any value passes

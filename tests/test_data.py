@@ -1,5 +1,7 @@
 """Data lists: the patient-level split and the messages for missing data."""
 
+import json
+
 import pytest
 
 from conftest import msd_subset_folder
@@ -67,3 +69,13 @@ def test_all_split_lists_every_case_and_an_empty_fold_is_an_error(tmp_path, hipp
     empty = [k for k in range(5) if not split_cases(["hippocampus_001", "hippocampus_003"], k, 5, 12345)[1]]
     with pytest.raises(ValueError, match=r"no validation case.*eval_split 'all'"):
         msd_datalist(folder, "validation", fold=empty[0], download=False)
+
+
+def test_a_case_that_does_not_fit_dataset_json_is_named_before_training(tmp_path, hippocampus_dir):
+    folder = msd_subset_folder(tmp_path, hippocampus_dir, ["hippocampus_001", "hippocampus_003"])
+    manifest = json.loads((folder / "dataset.json").read_text())
+    (folder / "dataset.json").write_text(json.dumps({**manifest, "modality": {"0": "T1", "1": "T2"}}))
+    expected = (r"hippocampus_001.nii.gz': shape \(\d+, \d+, \d+\) holds 1 volumes \(channels\) where 2 are expected "
+                r"\(the modalities listed in dataset.json\)")
+    with pytest.raises(ValueError, match=expected):
+        msd_datalist(folder, "all", download=False)
