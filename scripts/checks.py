@@ -139,6 +139,6 @@ def check_images(datalist: Sequence[Mapping[str, str]], spatial_dims: int = 3, i
         raise ValueError(
             f"{len(problems)} of {len(datalist)} cases (config id 'dataset_dir') cannot be used by the bundle's "
             f"network ({spatial_dims}-D, {in_channels} channel):\n  " + "\n  ".join(problems[:max_listed])
-            + more + "\nFix or remove these files, or point --dataset_dir at other data; nothing was written."
+            + more + "\nFix or remove these files, or point --dataset_dir at other data."
         )
     return datalist

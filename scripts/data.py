@@ -128,8 +128,9 @@ def msd_datalist(
     # dataset.json says how many volumes an image holds and which labels exist: check every chosen case against it
     # now, so a bad file is named before caching and training start
     labels = manifest.get("labels")
+    numbered = isinstance(labels, dict) and all(str(k).isdigit() for k in labels)  # MSD: {"0": "background", ...}
     return check_images(chosen, spatial_dims=3, in_channels=len(manifest.get("modality") or {"0": "image"}),
-                        label_values=[int(k) for k in labels] if isinstance(labels, dict) else None,
+                        label_values=[int(k) for k in labels] if numbered else None,
                         channels_from="the modalities listed in dataset.json")
 
 

@@ -79,3 +79,13 @@ def test_a_case_that_does_not_fit_dataset_json_is_named_before_training(tmp_path
                 r"\(the modalities listed in dataset.json\)")
     with pytest.raises(ValueError, match=expected):
         msd_datalist(folder, "all", download=False)
+
+
+def test_labels_named_other_than_by_number_are_not_checked(tmp_path, hippocampus_dir):
+    folder = msd_subset_folder(tmp_path, hippocampus_dir, ["hippocampus_001"])
+    manifest = json.loads((folder / "dataset.json").read_text())
+    (folder / "dataset.json").write_text(json.dumps({**manifest, "labels": {"background": 0, "hippocampus": 1}}))
+    assert [i["case"] for i in msd_datalist(folder, "all", download=False)] == ["hippocampus_001"]
+    (folder / "dataset.json").write_text(json.dumps({**manifest, "labels": {"0": "background", "1": "hippocampus"}}))
+    with pytest.raises(ValueError, match=r"label values \[2\] are not among the labels \[0, 1\]"):
+        msd_datalist(folder, "all", download=False)
