@@ -83,8 +83,9 @@ def _image_problem(path: str, spatial_dims: int, in_channels: int,
         data = np.asanyarray(image.dataobj)
     except Exception as err:  # header fine, data cut short
         return f"its voxel data cannot be read ({err})", shape
-    if not np.isfinite(data).all():
-        return (f"{int(data.size - np.isfinite(data).sum())} voxels are NaN or infinite, which would make the whole "
+    finite = np.isfinite(data)
+    if not finite.all():
+        return (f"{data.size - np.count_nonzero(finite)} voxels are NaN or infinite, which would make the whole "
                 "normalised volume NaN: replace them (e.g. with the image's minimum)"), shape
     return None, shape
 

@@ -165,12 +165,10 @@ def test_a_real_screen_trains_and_evaluates_each_variant(tmp_path, hippocampus_d
     assert "| wd0 | 0 | 4 |" in summary and "Unfinished" not in summary
 
 
-# the committed screens: variants file, results folder, folds, and one row of the table as committed
+# the committed screens, each configs/screens/<name>.json with its results in docs/<name>/: folds, one row of the table
 COMMITTED_SCREENS = {
-    "recipe_screen": ("recipe_screen.json", "recipe_screen", [0, 1, 2],
-                      "| wd1e-2 | 0,1,2 | 126 | 0.8972 | 0.8768 | 0.8870 | +0.0019 | 0.0008 | 72 of 126 |"),
-    "weight_decay_cpu": ("weight_decay_cpu.json", "weight_decay_cpu", [3],
-                         "| wd1e-1 | 3 | 41 | 0.9006 | 0.8835 | 0.8921 | -0.0013 | 0.0014 | 20 of 41 |"),
+    "recipe_screen": ([0, 1, 2], "| wd1e-2 | 0,1,2 | 126 | 0.8972 | 0.8768 | 0.8870 | +0.0019 | 0.0008 | 72 of 126 |"),
+    "weight_decay_cpu": ([3], "| wd1e-1 | 3 | 41 | 0.9006 | 0.8835 | 0.8921 | -0.0013 | 0.0014 | 20 of 41 |"),
 }
 
 
@@ -179,9 +177,9 @@ def test_the_committed_screen_table_is_made_from_the_committed_results(screen):
     """docs/<screen>/summary.md is what compare makes of the per-case CSVs beside it (regenerate with
     `python -m scripts.screen_recipes configs/screens/<screen>.json --folds <folds> --results_dir docs/<screen>
     --compare_only True --class_names "['anterior','posterior']"`)."""
-    variants_file, folder, folds, row = COMMITTED_SCREENS[screen]
-    results = BUNDLE_ROOT / "docs" / folder
-    variants = load_variants(BUNDLE_ROOT / "configs" / "screens" / variants_file)
+    folds, row = COMMITTED_SCREENS[screen]
+    results = BUNDLE_ROOT / "docs" / screen
+    variants = load_variants(BUNDLE_ROOT / "configs" / "screens" / f"{screen}.json")
     table = compare(results, variants, folds, variants[0].name, class_names=["anterior", "posterior"])
     assert (results / "summary.md").read_text() == table
     assert row in table
