@@ -169,6 +169,7 @@ def test_a_real_screen_trains_and_evaluates_each_variant(tmp_path, hippocampus_d
 COMMITTED_SCREENS = {
     "recipe_screen": ([0, 1, 2], "| wd1e-2 | 0,1,2 | 126 | 0.8972 | 0.8768 | 0.8870 | +0.0019 | 0.0008 | 72 of 126 |"),
     "weight_decay_cpu": ([3], "| wd1e-1 | 3 | 41 | 0.9006 | 0.8835 | 0.8921 | -0.0013 | 0.0014 | 20 of 41 |"),
+    "seeds_lr_dropout": ([0, 1, 2], "| wd1e-2_seed2 | 0,1,2 | 126 | 0.8969 | 0.8778 | 0.8873 | +0.0003 | 0.0009 | 71 of 126 |"),
 }
 
 
@@ -185,8 +186,16 @@ def test_the_committed_screen_table_is_made_from_the_committed_results(screen):
     assert row in table
 
 
-def test_the_cpu_weight_decay_screen_reuses_the_cross_validation_fold():
-    """Its reference is the fold-3 model of the five-fold cross-validation, not a second run: the same file."""
+# results a screen reuses instead of training again: its file -> the committed file it must be a byte copy of
+REUSED_RESULTS = {
+    "weight_decay_cpu/wd1e-2_f3.csv": "cross_validation_0.4.0/wd1e-2_f3.csv",
+    **{f"seeds_lr_dropout/wd1e-2_f{k}.csv": f"recipe_screen/wd1e-2_f{k}.csv" for k in (0, 1, 2)},
+}
+
+
+@pytest.mark.parametrize("reused", sorted(REUSED_RESULTS))
+def test_a_screen_reference_reuses_the_committed_run_byte_for_byte(reused):
+    """A screen's reference rows are an earlier run's results (the cross-validation's fold-3 model, the 0.4.0 screen's
+    runs), not a second run: the same bytes."""
     docs = BUNDLE_ROOT / "docs"
-    assert ((docs / "weight_decay_cpu" / "wd1e-2_f3.csv").read_bytes()
-            == (docs / "cross_validation_0.4.0" / "wd1e-2_f3.csv").read_bytes())
+    assert (docs / reused).read_bytes() == (docs / REUSED_RESULTS[reused]).read_bytes()
