@@ -258,6 +258,33 @@ def test_inference_names_an_image_it_cannot_segment_before_writing_anything(trai
     assert not (tmp_path / "out").exists()
 
 
+def test_model_zoo_checks_pass_on_the_shipped_bundle(tmp_path):
+    """What the Model Zoo's CI (ci/verify_bundle.py) runs on a submitted bundle, with its defaults: the network of
+    inference.json on a random input of metadata.json's shape (verify_net_in_out, p = n = any = 1), and the shipped
+    weights exported to TorchScript (ckpt_export), which must compute what the eager network computes."""
+    from monai.bundle import ckpt_export, verify_net_in_out
+
+    meta = json.loads(Path(META).read_text())
+    inference = json.loads(Path(INFER).read_text())
+    # the shape the metadata gives is the sliding window inference feeds the network
+    for io in ("inputs", "outputs"):
+        key = "image" if io == "inputs" else "pred"
+        assert meta["network_data_format"][io][key]["spatial_shape"] == inference["patch_size"]
+    verify_net_in_out(net_id="network_def", meta_file=META, config_file=INFER, bundle_root=str(BUNDLE_ROOT),
+                      device="cpu")
+    exported = tmp_path / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(exported), ckpt_file=str(BUNDLE_ROOT / "models" / "model.pt"),
+                meta_file=META, config_file=INFER, bundle_root=str(BUNDLE_ROOT))
+    scripted = torch.jit.load(str(exported), map_location="cpu").eval()
+    workflow = ConfigWorkflow(config_file=INFER, meta_file=META, workflow_type="infer", bundle_root=str(BUNDLE_ROOT),
+                              device="cpu")
+    network = workflow.parser.get_parsed_content("network_def", instantiate=True).eval()
+    network.load_state_dict(torch.load(BUNDLE_ROOT / "models" / "model.pt", map_location="cpu", weights_only=True))
+    image = torch.randn(1, 1, *inference["patch_size"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(image), network(image), rtol=1e-4, atol=1e-4)
+
+
 def test_shipped_model_runs_from_another_directory(hippocampus_dir, tmp_path):
     """The command-line inference of the README, run from outside the bundle with the shipped weights."""
     inputs = _two_images(tmp_path, hippocampus_dir)
