@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
+
+from scripts.distributed import is_main_process
+
+logger = logging.getLogger(__name__)
 
 
 class FinalWeightsSaver(CheckpointSaver):
@@ -30,3 +41,117 @@ class FinalWeightsSaver(CheckpointSaver):
         if self._name is None:
             self.logger = engine.logger
         engine.add_event_handler(Events.COMPLETED, self.completed)
+
+
+def _unwrap(module):
+    # DistributedDataParallel / DataParallel hold the network as .module; save and load the network itself
+    return getattr(module, "module", module)
+
+
+class TrainingState:
+    """Everything a training run needs to go on where it stopped, saved after every epoch, restored with ``resume``.
+
+    After each epoch (and its validation, if any) the file ``path`` is replaced by one holding the network, the
+    optimizer, the learning-rate schedule, the trainer's epoch and iteration, the random number generators (torch,
+    numpy, python: they draw the next epoch's shuffling and the data-loader workers' augmentation seeds) and, when
+    training validates, the best validation score so far and which ``model.pt`` it belongs to. The file is written
+    to a temporary name and then renamed, so an interruption while saving leaves the previous epoch's state whole.
+
+    With ``resume`` the run loads that file before its first epoch and goes on from the epoch after the saved one; it
+    must have the interrupted run's ``max_epochs``, whose length the learning-rate schedule keeps. The best-checkpoint
+    memory is restored
+    too, so a resumed run replaces ``model.pt`` only with a better validation score than the interrupted run had.
+    With the bundle's data loader workers (``num_workers`` > 0) a resumed run repeats the uninterrupted run's
+    batches and augmentation; with ``num_workers`` 0 the transforms draw from their own generators in the main
+    process, which start again from the seed.
+
+    Attach to the trainer after it is built (the config's ``run`` does ``@training_state.attach(@train#trainer)``):
+    the trainer's handlers cannot refer to the trainer itself.
+
+    Args:
+        path: the state file (config id ``training_state_file``, default ``<ckpt_dir>/training_state.pt``).
+        objects: what to save and restore by name, each with ``state_dict``/``load_state_dict`` (network, optimizer,
+            lr_scheduler).
+        resume: load ``path`` at the start of training (config id ``resume``).
+        evaluator: the validation engine, whose best score and epoch are kept.
+        best_saver: the ``CheckpointSaver`` that writes ``model.pt`` on the best validation score.
+    """
+
+    def __init__(self, path: str, objects: dict, resume: bool = False, evaluator=None, best_saver=None) -> None:
+        self.path = Path(path)
+        self.objects = dict(objects)
+        self.resume = bool(resume)
+        self.evaluator = evaluator
+        self.best_saver = best_saver
+
+    def attach(self, trainer: Engine) -> None:
+        if self.resume:
+            if not self.path.is_file():
+                raise FileNotFoundError(
+                    f"resume is set but there is no training state '{self.path}' to resume from: give the ckpt_dir of "
+                    "the interrupted run (it writes training_state.pt there after every epoch), or train afresh "
+                    "without --resume.")
+            trainer.add_event_handler(Events.STARTED, self.load)
+        elif self.path.is_file() and is_main_process():
+            saved = torch.load(self.path, map_location="cpu", weights_only=True).get("trainer", {})
+            # ignite keeps the iteration and the epoch length, not the epoch
+            epoch = saved.get("iteration", 0) // max(saved.get("epoch_length") or 1, 1)
+            logger.warning(
+                "'%s' holds the state of an earlier run (epoch %s of %s); this run starts afresh and replaces it after "
+                "its first epoch. To continue that run instead, add --resume True.", self.path, epoch,
+                saved.get("max_epochs"))
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def _best_checkpoint(self):
+        # MONAI's CheckpointSaver keeps its memory of the best score in an ignite Checkpoint
+        return getattr(self.best_saver, "_key_metric_checkpoint", None)
+
+    def save(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        numpy_state = np.random.get_state()
+        state = {
+            **{name: _unwrap(obj).state_dict() for name, obj in self.objects.items()},
+            "trainer": engine.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                    "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]]},
+        }
+        if self.evaluator is not None and self.evaluator.state.best_metric_epoch > 0:
+            state["best"] = {"metric": float(self.evaluator.state.best_metric),
+                             "epoch": int(self.evaluator.state.best_metric_epoch)}
+            if self._best_checkpoint() is not None:
+                state["best"]["checkpoint"] = self._best_checkpoint().state_dict()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(self.path.name + ".partial")
+        torch.save(state, partial)
+        os.replace(partial, self.path)
+
+    def load(self, engine: Engine) -> None:
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        missing = [name for name in (*self.objects, "trainer", "rng") if name not in state]
+        if missing:
+            raise ValueError(f"'{self.path}' is no training state of this bundle (it lacks {missing}): give the "
+                             "ckpt_dir of a run of this bundle's train.json, or train afresh without --resume.")
+        for name, obj in self.objects.items():
+            _unwrap(obj).load_state_dict(state[name])
+        saved_epochs = state["trainer"].get("max_epochs")
+        if saved_epochs != engine.state.max_epochs:
+            # the learning-rate schedule restored with the state is as long as the interrupted run: a resumed run
+            # of another length would run off its end (the cosine comes back up) or stop before it
+            raise ValueError(
+                f"'{self.path}' is the state of a run of {saved_epochs} epochs, this one has {engine.state.max_epochs}: "
+                f"resume with train#trainer#max_epochs {saved_epochs}, as the interrupted run had (to train longer, "
+                "start a new run).")
+        engine.load_state_dict(state["trainer"])
+        if is_main_process():  # the generators saved are rank 0's; other ranks keep their own (seed + rank)
+            rng = state["rng"]
+            torch.set_rng_state(rng["torch"])
+            random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+            numpy_state = rng["numpy"]
+            np.random.set_state((numpy_state[0], numpy_state[1].numpy().astype(np.uint32), *numpy_state[2:]))
+        best = state.get("best")
+        if best is not None and self.evaluator is not None:
+            self.evaluator.state.best_metric, self.evaluator.state.best_metric_epoch = best["metric"], best["epoch"]
+            if "checkpoint" in best and self._best_checkpoint() is not None:
+                self._best_checkpoint().load_state_dict(best["checkpoint"])
+        logger.info("resumed from '%s' after epoch %d of %d", self.path, engine.state.epoch, engine.state.max_epochs)

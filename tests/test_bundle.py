@@ -158,6 +158,57 @@ def test_training_keeps_a_copy_of_an_existing_model(hippocampus_dir, tmp_path):
     assert len(kept) == 1 and kept[0].name.startswith("model_") and kept[0].read_bytes() == b"an earlier model"
 
 
+class _Interruption(Exception):
+    """Stands for a killed job or a Ctrl-C in the middle of training."""
+
+
+def _train(tmp: Path, hippocampus_dir: Path, interrupt_before_epoch: int | None = None, **overrides):
+    """Train 3 epochs on 4 + 4 cases with one data-loader worker, validating each epoch; optionally stop at the start
+    of an epoch as an interruption would. Returns the final network weights and the evaluator's best (score, epoch),
+    or None when interrupted."""
+    from ignite.engine import Events
+
+    settings = {**quick_overrides(tmp, hippocampus_dir), "num_workers": 1, "train#trainer#max_epochs": 3, **overrides}
+    workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train", **settings)
+    workflow.initialize()
+    if interrupt_before_epoch is not None:
+        def interrupt(engine):
+            raise _Interruption()
+
+        workflow.trainer.add_event_handler(Events.EPOCH_STARTED(once=interrupt_before_epoch), interrupt)
+        with pytest.raises(Exception) as err:
+            workflow.run()
+        assert any(isinstance(e, _Interruption) for e in _chain(err.value))
+        return None
+    workflow.run()
+    evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    weights = {k: v.clone() for k, v in workflow.parser.get_parsed_content("network").state_dict().items()}
+    workflow.finalize()
+    return weights, (evaluator.state.best_metric, evaluator.state.best_metric_epoch)
+
+
+def test_interrupted_training_resumes_to_the_same_model(hippocampus_dir, tmp_path):
+    """A run stopped after epoch 2 of 3 and resumed with --resume True ends with the weights, the best validation
+    score and the best model.pt of the same run uninterrupted, bit for bit (CPU, data-loader workers)."""
+    whole = _train(tmp_path / "whole", hippocampus_dir)
+    assert _train(tmp_path / "split", hippocampus_dir, interrupt_before_epoch=3) is None
+    assert (tmp_path / "split" / "models" / "training_state.pt").is_file()
+    resumed = _train(tmp_path / "split", hippocampus_dir, resume=True)
+    assert resumed[1] == whole[1]
+    for name, value in whole[0].items():
+        assert torch.equal(resumed[0][name], value), name
+    best = [torch.load(tmp_path / run / "models" / "model.pt", map_location="cpu", weights_only=True)
+            for run in ("whole", "split")]
+    assert all(torch.equal(best[0][k], best[1][k]) for k in best[0])
+
+
+def test_resume_without_a_training_state_names_the_setting(hippocampus_dir, tmp_path):
+    with pytest.raises(Exception) as err:
+        _train(tmp_path, hippocampus_dir, resume=True)
+    message = "".join(str(e) for e in _chain(err.value))
+    assert "resume is set" in message and str(tmp_path / "models" / "training_state.pt") in message
+
+
 def test_evaluation_reports_per_case_dice(trained, hippocampus_dir):
     workflow = ConfigWorkflow(config_file=EVALUATE, meta_file=META, workflow_type="eval",
                               **quick_overrides(trained, hippocampus_dir))

@@ -1,10 +1,11 @@
-"""scripts.handlers: the final-weights saver of training without a held-out fold."""
+"""scripts.handlers: the final-weights saver of training without a held-out fold; the training state that lets an
+interrupted run go on."""
 
 import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from scripts.handlers import FinalWeightsSaver
+from scripts.handlers import FinalWeightsSaver, TrainingState
 
 
 def _engine(fail_at: int | None = None) -> Engine:
@@ -49,3 +50,64 @@ def test_the_error_still_reaches_handlers_attached_after_it(tmp_path):
         engine.run([0, 1], max_epochs=1)
     assert seen and set(seen) == {"a broken case"}  # ignite fires the event at each level the error crosses
     assert list(tmp_path.iterdir()) == []
+
+
+def _sgd_run(tmp_path, max_epochs: int, resume: bool, stop_after: int | None = None):
+    """A small SGD fit under a plain ignite Engine with a TrainingState; returns (engine, network, epochs run)."""
+    torch.manual_seed(0)
+    network = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9)
+    epochs_run = []
+
+    def step(engine, batch):
+        optimizer.zero_grad()
+        loss = (network(batch) - torch.rand(1)).pow(2).mean()  # draws from torch's generator, as augmentation does
+        loss.backward()
+        optimizer.step()
+
+    engine = Engine(step)
+    engine.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs_run.append(e.state.epoch))
+    TrainingState(str(tmp_path / "training_state.pt"), {"network": network, "optimizer": optimizer},
+                  resume=resume).attach(engine)
+    if stop_after is not None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), lambda e: e.terminate())
+    engine.run([torch.ones(1, 2)] * 3, max_epochs=max_epochs)
+    return engine, network, epochs_run
+
+
+def test_a_resumed_run_goes_on_after_the_saved_epoch(tmp_path):
+    _, whole, _ = _sgd_run(tmp_path / "whole", max_epochs=5, resume=False)
+    _sgd_run(tmp_path / "split", max_epochs=5, resume=False, stop_after=2)
+    engine, resumed, epochs_run = _sgd_run(tmp_path / "split", max_epochs=5, resume=True)
+    assert epochs_run == [3, 4, 5] and engine.state.iteration == 15
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+
+
+@pytest.mark.parametrize("other_length", [4, 7])
+def test_resuming_with_another_number_of_epochs_names_the_setting(tmp_path, other_length):
+    """The restored schedule is as long as the interrupted run: fewer epochs would stop before its end, more would
+    run past it."""
+    _sgd_run(tmp_path, max_epochs=5, resume=False, stop_after=2)
+    with pytest.raises(ValueError, match="resume with train#trainer#max_epochs 5"):
+        _sgd_run(tmp_path, max_epochs=other_length, resume=True)
+
+
+def test_resuming_from_a_file_of_something_else_names_it(tmp_path):
+    torch.save({"weight": torch.zeros(1)}, tmp_path / "training_state.pt")  # e.g. a model.pt copied there
+    with pytest.raises(ValueError, match="is no training state of this bundle"):
+        _sgd_run(tmp_path, max_epochs=2, resume=True)
+
+
+def test_a_fresh_run_warns_that_it_will_replace_an_earlier_state(tmp_path, caplog):
+    _sgd_run(tmp_path, max_epochs=2, resume=False)
+    with caplog.at_level("WARNING", logger="scripts.handlers"):
+        _sgd_run(tmp_path, max_epochs=2, resume=False)
+    assert "epoch 2 of 2" in caplog.text and "--resume True" in caplog.text
+
+
+def test_the_state_file_is_replaced_whole(tmp_path):
+    """Written under another name and renamed: no partial file is left, and the state is the last epoch's."""
+    _sgd_run(tmp_path, max_epochs=3, resume=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["training_state.pt"]
+    state = torch.load(tmp_path / "training_state.pt", map_location="cpu", weights_only=True)
+    assert state["trainer"]["iteration"] == 3 * 3 and sorted(state) == ["network", "optimizer", "rng", "trainer"]

@@ -64,9 +64,12 @@ def test_two_processes_train_on_all_cases_and_save_the_last_weights(tmp_path, hi
     log = _torchrun("training", MULTI_TRAIN[:1] + [str(CONFIGS / "train_all_cases.json")] + MULTI_TRAIN[1:], tmp_path,
                     hippocampus_dir, "--train#trainer#max_epochs", "1", val_interval=None)
     assert "val_" not in log
-    assert [p.name for p in (tmp_path / "models").iterdir()] == ["model.pt"]
+    # the final weights, and the state --resume goes on from (written once, by rank 0, unwrapped from DDP too)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt", "training_state.pt"]
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in state)
+    training_state = torch.load(tmp_path / "models" / "training_state.pt", map_location="cpu", weights_only=True)
+    assert training_state["network"].keys() == state.keys()
     from scripts.networks import XUNet
     XUNet(3, 1, 3, features=TINY_NET["xunet"]["features"]).load_state_dict(state, strict=True)
 
