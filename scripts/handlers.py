@@ -59,8 +59,8 @@ class TrainingState:
 
     With ``resume`` the run loads that file before its first epoch and goes on from the epoch after the saved one; it
     must have the interrupted run's ``max_epochs``, whose length the learning-rate schedule keeps. The best-checkpoint
-    memory is restored
-    too, so a resumed run replaces ``model.pt`` only with a better validation score than the interrupted run had.
+    memory is restored too, so a resumed run replaces ``model.pt`` only with a better validation score than the
+    interrupted run had.
     With the bundle's data loader workers (``num_workers`` > 0) a resumed run repeats the uninterrupted run's
     batches and augmentation; with ``num_workers`` 0 the transforms draw from their own generators in the main
     process, which start again from the seed.
@@ -132,8 +132,6 @@ class TrainingState:
         if missing:
             raise ValueError(f"'{self.path}' is no training state of this bundle (it lacks {missing}): give the "
                              "ckpt_dir of a run of this bundle's train.json, or train afresh without --resume.")
-        for name, obj in self.objects.items():
-            _unwrap(obj).load_state_dict(state[name])
         saved_epochs = state["trainer"].get("max_epochs")
         if saved_epochs != engine.state.max_epochs:
             # the learning-rate schedule restored with the state is as long as the interrupted run: a resumed run
@@ -142,6 +140,8 @@ class TrainingState:
                 f"'{self.path}' is the state of a run of {saved_epochs} epochs, this one has {engine.state.max_epochs}: "
                 f"resume with train#trainer#max_epochs {saved_epochs}, as the interrupted run had (to train longer, "
                 "start a new run).")
+        for name, obj in self.objects.items():
+            _unwrap(obj).load_state_dict(state[name])
         engine.load_state_dict(state["trainer"])
         if is_main_process():  # the generators saved are rank 0's; other ranks keep their own (seed + rank)
             rng = state["rng"]

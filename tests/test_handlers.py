@@ -111,3 +111,35 @@ def test_the_state_file_is_replaced_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["training_state.pt"]
     state = torch.load(tmp_path / "training_state.pt", map_location="cpu", weights_only=True)
     assert state["trainer"]["iteration"] == 3 * 3 and sorted(state) == ["network", "optimizer", "rng", "trainer"]
+
+
+def test_a_resumed_run_keeps_the_better_model_of_the_interrupted_run(tmp_path):
+    """The interrupted run validated 0.9 and saved model.pt; after the resume a validation of 0.8 must not replace it
+    (a CheckpointSaver that forgot the 0.9 would)."""
+    from monai.handlers import CheckpointSaver
+
+    def validate(score: float, network: torch.nn.Module, resume: bool, trainer: Engine) -> None:
+        evaluator = Engine(lambda engine, batch: None)
+        evaluator.state.key_metric_name = "val_mean_dice"
+        evaluator.state.best_metric, evaluator.state.best_metric_epoch = -1, -1
+        saver = CheckpointSaver(str(tmp_path), {"model": network}, save_key_metric=True,
+                                key_metric_filename="model.pt")
+        state = TrainingState(str(tmp_path / "training_state.pt"), {"network": network}, resume=resume,
+                              evaluator=evaluator, best_saver=saver)
+        state.attach(trainer)
+        if resume:
+            trainer.run([0], max_epochs=1)  # STARTED loads the state (the run had finished its one epoch)
+            torch.nn.init.constant_(network.weight, 2.0)  # as further training would change it
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(val_mean_dice=score))
+        saver.attach(evaluator)
+        evaluator.run([0])
+        if not resume:
+            evaluator.state.best_metric, evaluator.state.best_metric_epoch = score, 1  # as MONAI's evaluator records
+            trainer.run([0], max_epochs=1)  # EPOCH_COMPLETED saves the state
+
+    first = torch.nn.Linear(1, 1)
+    torch.nn.init.constant_(first.weight, 1.0)
+    validate(0.9, first, resume=False, trainer=Engine(lambda engine, batch: None))
+    validate(0.8, torch.nn.Linear(1, 1), resume=True, trainer=Engine(lambda engine, batch: None))
+    kept = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
+    assert kept["weight"].item() == 1.0
