@@ -206,7 +206,7 @@ def test_resume_without_a_training_state_names_the_setting(hippocampus_dir, tmp_
     with pytest.raises(Exception) as err:
         _train(tmp_path, hippocampus_dir, resume=True)
     message = "".join(str(e) for e in _chain(err.value))
-    assert "resume is set" in message and str(tmp_path / "models" / "training_state.pt") in message
+    assert "config id 'resume'" in message and str(tmp_path / "models" / "training_state.pt") in message
 
 
 def test_evaluation_reports_per_case_dice(trained, hippocampus_dir):
