@@ -142,6 +142,25 @@ def test_bad_arguments_are_explained():
         XUNet(4, 1, 1)
 
 
+@pytest.mark.parametrize("name", ["xunet", "xunet_attn", "xunet_light"])
+@pytest.mark.parametrize("shape", [(16,), (16, 16), (9, 16, 3)], ids=["1d", "2d", "3d"])
+def test_an_input_too_small_for_instance_norm_is_explained(name, shape):
+    """No larger than 16 along every axis: one voxel at the deepest level, which instance norm cannot normalise.
+    torch's own message speaks of training even in eval mode; the network says what is wrong and what to do."""
+    net = create_network(name, spatial_dims=len(shape), in_channels=1, out_channels=2,
+                         network_options={name: {"features": TINY}}).eval()
+    with pytest.raises(ValueError, match="larger than 16 voxels along at least one spatial axis"):
+        net(torch.randn(1, 1, *shape))
+    with torch.no_grad():  # one axis of 17 leaves two voxels: fine
+        assert net(torch.randn(1, 1, *shape[:-1], 17)).shape == (1, 2, *shape[:-1], 17)
+
+
+def test_a_small_input_is_fine_with_batch_norm():
+    net = XUNet(2, 1, 2, features=TINY, norm="batch").eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 1, 16, 16)).shape == (1, 2, 16, 16)
+
+
 def test_onnx_export_matches_onnxruntime(tmp_path):
     import onnxruntime
 

@@ -228,6 +228,19 @@ class XUNet(nn.Module):
         stage fuses the encoder levels. ``options``: act, norm, bias, dropout, upsample, fast."""
         return UpCatAll(spatial_dims, in_chns, skip_chns, out_chns, halves=halves, **options)
 
+    @torch.jit.unused
+    def _check_input_size(self, spatial_size: List[int]) -> None:
+        # An input no larger than 16 along every axis pads to 16, and four poolings leave one voxel per channel.
+        # Instance norm cannot normalise one value; torch refuses with a message about training that misleads
+        # in eval mode, so say what is wrong and what to do.
+        if all(s <= 16 for s in spatial_size) and any(
+                isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in self.down_4.modules()):
+            raise ValueError(
+                f"{type(self).__name__} with instance norm needs an input larger than 16 voxels along at least one "
+                f"spatial axis, got {spatial_size}: the deepest level would hold one voxel, which instance norm "
+                "cannot normalise. Pad the input (e.g. MONAI's SpatialPad to 32), run it through a sliding window "
+                "of 32 or more (as the bundle's inference does), or build the network with norm='batch'.")
+
     def set_fast(self, fast: bool) -> XUNet:
         """Switch every decoder stage between the fast exact path and the straightforward one."""
         for stage in (self.upcat_4, self.upcat_3, self.upcat_2, self.upcat_1):
@@ -243,6 +256,8 @@ class XUNet(nn.Module):
             ``(B, out_channels, *S)`` logits.
         """
         spatial_size = [int(s) for s in x.shape[2:]]
+        if not torch.jit.is_scripting():
+            self._check_input_size(spatial_size)
         x = pad_to_multiple(x, 16)
         x0 = self.conv_0(x)
         x1 = self.down_1(x0)
