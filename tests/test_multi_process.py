@@ -22,8 +22,8 @@ MULTI_TRAIN = [TRAIN, str(CONFIGS / "multi_gpu_train.json")]
 MULTI_EVALUATE = EVALUATE + [str(CONFIGS / "multi_gpu_evaluate.json")]
 
 
-def _torchrun(run_id: str, config_files: list[str], tmp: Path, data_dir: Path, *extra: str,
-              val_interval: str | None = "1") -> str:
+def _torchrun_command(run_id: str, config_files: list[str], tmp: Path, data_dir: Path, *extra: str,
+                      val_interval: str | None = "1") -> tuple[list[str], dict]:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "monai.bundle", "run", run_id, "--meta_file", META, "--config_file", repr(config_files),
@@ -35,6 +35,12 @@ def _torchrun(run_id: str, config_files: list[str], tmp: Path, data_dir: Path, *
         cmd += ["--val_interval", val_interval]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["OMP_NUM_THREADS"] = "1"
+    return cmd, env
+
+
+def _torchrun(run_id: str, config_files: list[str], tmp: Path, data_dir: Path, *extra: str,
+              val_interval: str | None = "1") -> str:
+    cmd, env = _torchrun_command(run_id, config_files, tmp, data_dir, *extra, val_interval=val_interval)
     # from another directory: the overlays must find scripts/ through bundle_root, as the single-process ones do
     done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -81,6 +87,67 @@ def test_two_processes_evaluate_every_case_once(trained_two_processes, hippocamp
     names = [row.split("\t")[0] for row in rows[1:]]
     assert rows[0].startswith("filename")
     assert len(names) == 4 and len(set(names)) == 4  # gathered from both ranks, none twice
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc): torchrun starts each worker in a session of its own, so
+    killing torchrun's process group would leave the workers training."""
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(child) for child in children.read_text().split()]
+            except OSError:  # the thread or process ended meanwhile
+                pass
+    return tree
+
+
+def _running(pid: int) -> bool:
+    try:  # a killed process not yet reaped by its new parent is a zombie ("Z"): it no longer runs
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_two_processes_killed_mid_run_resume_to_the_end(tmp_path, hippocampus_dir):
+    """torchrun killed (SIGKILL, the agent and both workers) once the first epoch's state is on disk, then the same
+    command with --resume True: it goes on after the saved epoch and trains to the last."""
+    import signal
+    import time
+
+    epochs = "6"
+    cmd, env = _torchrun_command("training", MULTI_TRAIN, tmp_path, hippocampus_dir,
+                                 "--train#trainer#max_epochs", epochs)
+    state_file = tmp_path / "models" / "training_state.pt"
+    with open(tmp_path / "killed.log", "w") as log:
+        run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not state_file.exists():
+            assert run.poll() is None, (tmp_path / "killed.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, "no training state after 300 s"
+            time.sleep(0.1)
+        tree = _process_tree(run.pid)
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        run.wait()
+        while any(_running(pid) for pid in tree):
+            assert time.monotonic() < deadline + 60, "the killed workers did not stop"
+            time.sleep(0.1)
+    saved = torch.load(state_file, map_location="cpu", weights_only=True)["trainer"]
+    saved_epoch = saved["iteration"] // saved["epoch_length"]
+    assert 1 <= saved_epoch < int(epochs)
+    log = _torchrun("training", MULTI_TRAIN, tmp_path, hippocampus_dir, "--train#trainer#max_epochs", epochs,
+                    "--resume", "True")
+    assert f"after epoch {saved_epoch} of {epochs}" in log
+    assert log.count(f"Epoch[{epochs}] Metrics -- val_") == 1
+    final = torch.load(state_file, map_location="cpu", weights_only=True)["trainer"]
+    assert final["iteration"] == int(epochs) * saved["epoch_length"]
 
 
 def test_overlay_without_torchrun_says_how_to_launch(tmp_path, hippocampus_dir, monkeypatch):
