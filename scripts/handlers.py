@@ -85,12 +85,7 @@ class TrainingState:
         self.best_saver = best_saver
 
     def attach(self, trainer: Engine) -> None:
-        if self.resume:
-            if not self.path.is_file():
-                raise FileNotFoundError(
-                    f"resume is set but there is no training state '{self.path}' to resume from: give the ckpt_dir of "
-                    "the interrupted run (it writes training_state.pt there after every epoch), or train afresh "
-                    "without --resume.")
+        if self.resume:  # that the file exists, train.json's initialize checks before any case is read
             trainer.add_event_handler(Events.STARTED, self.load)
         elif self.path.is_file() and is_main_process():
             saved = torch.load(self.path, map_location="cpu", weights_only=True).get("trainer", {})
@@ -119,8 +114,9 @@ class TrainingState:
         if self.evaluator is not None and self.evaluator.state.best_metric_epoch > 0:
             state["best"] = {"metric": float(self.evaluator.state.best_metric),
                              "epoch": int(self.evaluator.state.best_metric_epoch)}
-            if self._best_checkpoint() is not None:
-                state["best"]["checkpoint"] = self._best_checkpoint().state_dict()
+            best_checkpoint = self._best_checkpoint()
+            if best_checkpoint is not None:
+                state["best"]["checkpoint"] = best_checkpoint.state_dict()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(self.path.name + ".partial")
         torch.save(state, partial)
@@ -152,6 +148,7 @@ class TrainingState:
         best = state.get("best")
         if best is not None and self.evaluator is not None:
             self.evaluator.state.best_metric, self.evaluator.state.best_metric_epoch = best["metric"], best["epoch"]
-            if "checkpoint" in best and self._best_checkpoint() is not None:
-                self._best_checkpoint().load_state_dict(best["checkpoint"])
+            best_checkpoint = self._best_checkpoint()
+            if "checkpoint" in best and best_checkpoint is not None:
+                best_checkpoint.load_state_dict(best["checkpoint"])
         logger.info("resumed from '%s' after epoch %d of %d", self.path, engine.state.epoch, engine.state.max_epochs)
