@@ -7,13 +7,18 @@ import logging
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
+import torch
+import torch.nn as nn
 
 from scripts.distributed import is_main_process
+from scripts.networks import create_network, get_network_class, list_networks
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +33,15 @@ def require_file(path: str | os.PathLike, setting: str, fix: str) -> Path:
 
 def check_output_dir(output_dir: str | os.PathLike, datalist: Iterable[Mapping[str, str]]) -> Path:
     """Refuse an ``output_dir`` that holds the input images: predictions keep the input's file name, so writing
-    there would overwrite the user's images."""
+    there would overwrite the user's images. Refuse one that cannot be written either (a file, a read-only
+    folder), which would otherwise fail after the first image's inference. Creates nothing."""
     out = Path(output_dir).expanduser().absolute()
+    existing = next(p for p in (out, *out.parents) if p.exists())  # what the writer will create the folder in
+    if not existing.is_dir():
+        raise ValueError(f"output_dir '{out}': '{existing}' is a file, not a folder. Pass another --output_dir.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"output_dir '{out}': '{existing}' is not writable for this user. Pass another "
+                              "--output_dir.")
     for item in datalist:
         for value in item.values():
             if not isinstance(value, (str, os.PathLike)):
@@ -143,3 +155,142 @@ def check_images(datalist: Sequence[Mapping[str, str]], spatial_dims: int = 3, i
             + more + "\nFix or remove these files, or point --dataset_dir at other data."
         )
     return datalist
+
+
+def read_weights(path: str | os.PathLike, setting: str) -> dict[str, torch.Tensor]:
+    """The state dict saved in ``path``: a plain state dict, or one under ``"model"`` (the two layouts MONAI's
+    ``CheckpointSaver`` writes).
+
+    Raises:
+        ValueError: ``path`` is not a file ``torch.load`` reads (a TorchScript export, a truncated download, another
+            format), or holds something other than a mapping of parameter names to tensors; naming ``setting``.
+    """
+    if _is_torchscript(path):  # checked first: torch.load would hand it to torch.jit.load with a warning
+        raise ValueError(f"'{path}' (config id '{setting}') is a TorchScript export (what ckpt_export writes), not "
+                         "weights: give the state dict that training saved (model.pt).")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        # torch's own message suggests weights_only=False, which would run whatever code the file holds: the
+        # bundle never does that, so say what the file is instead
+        if "Unsupported global" in str(err):
+            what = ("holds pickled Python objects, such as a whole network saved with torch.save(network), which "
+                    "the bundle does not unpickle (that could run any code): save network.state_dict() instead")
+        else:
+            what = (f"is not a file torch.save wrote, or is cut short ({type(err).__name__}): copy it again and "
+                    "compare its sha256 with the source's")
+        raise ValueError(f"'{path}' (config id '{setting}') {what}.") from None
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        kind = (f"a dict with the keys {sorted(map(str, state))[:8]}" if isinstance(state, Mapping)
+                else f"a {type(state).__name__}")
+        raise ValueError(
+            f"'{path}' (config id '{setting}') holds {kind}, not a network's weights (a state dict: parameter names "
+            "mapped to tensors, or such a dict under 'model'). Save the weights with "
+            "torch.save(network.state_dict(), path)."
+        )
+    return dict(state)
+
+
+def _is_torchscript(path: str | os.PathLike) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("constants.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def weights_mismatch(state: Mapping[str, torch.Tensor], network: nn.Module) -> str | None:
+    """How ``state`` fails to load into ``network`` with ``strict=True`` (None when it loads): how many tensors
+    differ in shape, are missing or are not in the network, each with its first example."""
+    expected = getattr(network, "module", network).state_dict()  # a DDP-wrapped network saves without 'module.'
+    shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    problems = []
+    if shapes:
+        key, saved, wanted = shapes[0]
+        problems.append(f"{len(shapes)} of {len(expected)} tensors differ in shape (e.g. '{key}' is {saved} in the "
+                        f"file, {wanted} in the network)")
+        if len({(s[0], w[0]) for _, s, w in shapes}) == 1 and all(s[1:] == w[1:] for _, s, w in shapes):
+            # only the output layer differs, and only in its number of outputs
+            problems.append(f"the file's network has {saved[0]} outputs (classes), the configured one {wanted[0]}")
+    if missing:
+        problems.append(f"{len(missing)} of the network's tensors are not in the file (e.g. '{missing[0]}')")
+    if unexpected:
+        problems.append(f"{len(unexpected)} of the file's tensors are not in the network (e.g. '{unexpected[0]}')")
+    if unexpected and all(k.startswith("module.") for k in unexpected) and \
+            weights_mismatch({k.removeprefix("module."): v for k, v in state.items()}, network) is None:
+        problems.append("its names carry DistributedDataParallel's 'module.' prefix: save "
+                        "network.module.state_dict() instead")
+    return "; ".join(problems) or None
+
+
+def networks_that_fit(state: Mapping[str, torch.Tensor], in_channels: int, out_channels: int,
+                      network_options: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+    """The names of the bundle's registered networks that ``state`` loads into when built with ``in_channels``,
+    ``out_channels`` and their entry of ``network_options``, whatever the spatial dimensions.
+
+    A network's parameter names, and each tensor's first two sizes (output and input channels), do not depend on
+    its spatial dimensions, so the candidates are built in 1-D, where building all of them takes well under a
+    second.
+    """
+    fits = []
+    for name in list_networks():
+        try:
+            candidate = create_network(name, 1, in_channels, out_channels, network_options).state_dict()
+        except Exception:  # options written for another network, or sizes this one rejects
+            continue
+        if candidate.keys() == state.keys() and all(
+                tuple(state[k].shape[:2]) == tuple(v.shape[:2]) and state[k].dim() - v.dim() in (0, 1, 2)
+                for k, v in candidate.items()):
+            fits.append(name)
+    return fits
+
+
+def check_checkpoint(path: str | os.PathLike, network: nn.Module, setting: str, fix: str,
+                     network_name: str | None = None, in_channels: int = 1, out_channels: int = 1,
+                     network_options: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """Stop before any case is read unless ``path`` holds weights that load into ``network`` (``strict=True``).
+
+    A checkpoint of another network, or of the same network with other sizes (``network_options``, the number of
+    classes), would otherwise fail in the engine's first iteration with ``load_state_dict``'s list of every
+    tensor. The message names the file, the setting, what does not fit and, given ``network_name`` and the
+    channels, which of the bundle's networks the file does fit with this config's ``network_options``.
+
+    Args:
+        path: the checkpoint (``<ckpt_dir>/model.pt``).
+        network: the configured network (config id ``network``).
+        setting: the config id that chose ``path``, for the message.
+        fix: what to do when ``path`` does not exist.
+        network_name, in_channels, out_channels, network_options: how ``network`` was built (config ids
+            ``network_name``, ``network_def#in_channels``, ``network_def#out_channels``, ``network_options``).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` is no state dict, or one that does not fit ``network``.
+    """
+    path = require_file(path, setting, fix)
+    state = read_weights(path, setting)
+    problem = weights_mismatch(state, network)
+    if problem is None:
+        return path
+    configured = f"'{network_name}' " if network_name else ""
+    message = (f"'{path}' (config id '{setting}') does not fit the configured network {configured}(config ids "
+               f"'network_name', 'network_options', 'num_classes'): {problem}.")
+    if network_name is not None:
+        configured_class = get_network_class(network_name)
+        others = [name for name in networks_that_fit(state, in_channels, out_channels, network_options)
+                  if get_network_class(name) is not configured_class]
+        if others:
+            message += (f" It fits {', '.join(repr(n) for n in others)} with this config's network_options: add "
+                        f"--network_name {others[0]}, or point --{setting} at a model trained as '{network_name}'.")
+        else:
+            message += (f" Configure the network it was trained with (network_name, network_options, num_classes), "
+                        f"or point --{setting} at a model trained with these settings.")
+    raise ValueError(message)

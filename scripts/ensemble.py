@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from scripts.checks import require_file
+from scripts.checks import read_weights, require_file, weights_mismatch
 from scripts.precision import with_autocast
 
 __all__ = ["ensemble_members", "ensemble_pred_keys"]
@@ -46,7 +46,7 @@ def ensemble_members(
     Raises:
         ValueError: ``checkpoints`` is empty or a single string (config id ``ensemble_ckpts``).
         FileNotFoundError: a checkpoint does not exist, naming it and the setting.
-        RuntimeError: a checkpoint does not fit the network (from ``load_state_dict``, with the file named).
+        ValueError: a checkpoint is no state dict, or does not fit the network, naming the file and what differs.
     """
     if isinstance(checkpoints, (str, os.PathLike)) or len(checkpoints) == 0:
         raise ValueError(
@@ -55,16 +55,14 @@ def ensemble_members(
     members = []
     for path in checkpoints:
         path = require_file(path, "ensemble_ckpts", _FIX)
-        state = torch.load(path, map_location=device, weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
+        state = read_weights(path, "ensemble_ckpts")
+        problem = weights_mismatch(state, network)
+        if problem is not None:
+            raise ValueError(
+                f"'{path}' (config id 'ensemble_ckpts') does not fit the configured network (network_name, "
+                f"network_options, num_classes): {problem}. Every member must be the configured network."
+            )
         member = copy.deepcopy(network).to(device)
-        try:
-            member.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise RuntimeError(
-                f"'{path}' (config id 'ensemble_ckpts') does not fit the configured network "
-                f"(network_name / network_options): {err}"
-            ) from None
+        member.load_state_dict(state, strict=True)
         members.append(with_autocast(member, precision).eval())
     return members

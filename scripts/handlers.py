@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
 
+from scripts.checks import weights_mismatch
 from scripts.distributed import is_main_process
 
 logger = logging.getLogger(__name__)
@@ -137,6 +139,11 @@ class TrainingState:
                 f"resume with train#trainer#max_epochs {saved_epochs}, as the interrupted run had (to train longer, "
                 "start a new run).")
         for name, obj in self.objects.items():
+            if isinstance(obj, nn.Module) and (problem := weights_mismatch(state[name], _unwrap(obj))) is not None:
+                raise ValueError(
+                    f"the {name} saved in '{self.path}' does not fit this run's (config ids 'network_name', "
+                    f"'network_options', 'num_classes'): {problem}. Resume with the interrupted run's settings, "
+                    "or train afresh without --resume.")
             _unwrap(obj).load_state_dict(state[name])
         engine.load_state_dict(state["trainer"])
         if is_main_process():  # the generators saved are rank 0's; other ranks keep their own (seed + rank)

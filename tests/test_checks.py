@@ -5,8 +5,18 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
-from scripts.checks import check_images, keep_existing_checkpoint
+from scripts.checks import (
+    check_checkpoint,
+    check_images,
+    check_output_dir,
+    keep_existing_checkpoint,
+    networks_that_fit,
+    read_weights,
+    weights_mismatch,
+)
+from scripts.networks import XUNet, create_network, list_networks
 
 
 def test_nothing_to_keep_in_an_empty_or_missing_folder(tmp_path):
@@ -79,3 +89,103 @@ def test_a_label_map_must_fit_its_image_and_the_listed_labels(tmp_path):
     assert "short.nii.gz': label map of shape (9, 10, 10) for an image of shape (9, 10, 11)" in message
     assert "unknown.nii.gz': label values [5] are not among the labels [0, 1, 2] of dataset.json" in message
     assert check_images(datalist[3:]) == datalist[3:]  # no labels given: any value passes
+
+
+def _xunet(features=(4, 4, 8, 8, 16, 4), out_channels=3, spatial_dims=3):
+    return XUNet(spatial_dims, 1, out_channels, features=features)
+
+
+def test_a_checkpoint_that_fits_passes_in_either_layout(tmp_path):
+    network = _xunet()
+    torch.save(network.state_dict(), tmp_path / "plain.pt")
+    torch.save({"model": network.state_dict()}, tmp_path / "wrapped.pt")  # CheckpointSaver's other layout
+    for name in ("plain.pt", "wrapped.pt"):
+        assert check_checkpoint(tmp_path / name, network, "ckpt_dir", "fix it") == tmp_path / name
+    assert sorted(read_weights(tmp_path / "wrapped.pt", "ckpt_dir")) == sorted(network.state_dict())
+
+
+def test_a_missing_checkpoint_names_the_setting_and_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config id 'ckpt_dir'.*train the model first"):
+        check_checkpoint(tmp_path / "model.pt", _xunet(), "ckpt_dir", "train the model first")
+
+
+def test_a_checkpoint_of_another_network_names_the_network_it_fits(tmp_path):
+    """The mistake the registry invites: a model trained with --network_name basicunet, evaluated without it."""
+    options = {"basicunet": {"features": [4, 4, 8, 8, 16, 4]}, "xunet": {"features": [4, 4, 8, 8, 16, 4]}}
+    torch.save(create_network("basicunet", 3, 1, 3, options).state_dict(), tmp_path / "model.pt")
+    with pytest.raises(ValueError) as err:
+        check_checkpoint(tmp_path / "model.pt", create_network("xunet", 3, 1, 3, options), "ckpt_dir", "",
+                         network_name="xunet", in_channels=1, out_channels=3, network_options=options)
+    message = str(err.value)
+    assert message.startswith(f"'{tmp_path / 'model.pt'}' (config id 'ckpt_dir') does not fit the configured network "
+                              "'xunet'")
+    assert "differ in shape (e.g. 'upcat_4.convs.conv_0.conv.weight'" in message
+    assert "It fits 'basicunet' with this config's network_options: add --network_name basicunet" in message
+
+
+def test_other_sizes_or_classes_say_what_differs(tmp_path):
+    torch.save(_xunet(features=(8, 8, 16, 16, 32, 8)).state_dict(), tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match=r"81 of 82 tensors differ in shape \(e.g. 'conv_0.conv_0.conv.weight' is "
+                                         r"\(8, 1, 3, 3, 3\) in the file, \(4, 1, 3, 3, 3\) in the network\)"):
+        check_checkpoint(tmp_path / "wide.pt", _xunet(), "ckpt_dir", "", network_name="xunet", out_channels=3)
+    torch.save(_xunet(out_channels=2).state_dict(), tmp_path / "two.pt")
+    with pytest.raises(ValueError, match="the file's network has 2 outputs \\(classes\\), the configured one 3"):
+        check_checkpoint(tmp_path / "two.pt", _xunet(), "ckpt_dir", "", network_name="xunet", out_channels=3)
+    # a 2-D checkpoint for the 3-D network: every kernel differs, the channels do not
+    torch.save(_xunet(spatial_dims=2).state_dict(), tmp_path / "flat.pt")
+    with pytest.raises(ValueError, match="is \\(4, 1, 3, 3\\) in the file, \\(4, 1, 3, 3, 3\\) in the network"):
+        check_checkpoint(tmp_path / "flat.pt", _xunet(), "ckpt_dir", "", network_name="xunet", out_channels=3)
+
+
+def test_missing_extra_and_ddp_prefixed_tensors_are_counted(tmp_path):
+    network = _xunet()
+    state = network.state_dict()
+    assert weights_mismatch(state, network) is None
+    partial = {k: v for k, v in state.items() if not k.startswith("final_conv")}
+    assert weights_mismatch({**partial, "head.weight": torch.zeros(1)}, network) == (
+        "2 of the network's tensors are not in the file (e.g. 'final_conv.weight'); "
+        "1 of the file's tensors are not in the network (e.g. 'head.weight')")
+    prefixed = weights_mismatch({f"module.{k}": v for k, v in state.items()}, network)
+    assert "save network.module.state_dict() instead" in prefixed
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "whole_network", "truncated", "not_weights"])
+def test_files_that_are_not_weights_say_what_they_are(tmp_path, kind):
+    network = _xunet()
+    path = tmp_path / "model.pt"
+    if kind == "torchscript":
+        torch.jit.save(torch.jit.script(network.eval()), path)
+        expected = "is a TorchScript export"
+    elif kind == "whole_network":
+        torch.save(network, path)
+        expected = "holds pickled Python objects, such as a whole network"
+    elif kind == "truncated":
+        torch.save(network.state_dict(), tmp_path / "full.pt")
+        path.write_bytes((tmp_path / "full.pt").read_bytes()[:5000])
+        expected = "is not a file torch.save wrote, or is cut short"
+    else:
+        torch.save({"epoch": 3, "lr": 0.1}, path)
+        expected = r"holds a dict with the keys \['epoch', 'lr'\], not a network's weights"
+    with pytest.raises(ValueError, match=f"'{path}' \\(config id 'ckpt_dir'\\) {expected}"):
+        check_checkpoint(path, network, "ckpt_dir", "")
+
+
+def test_every_network_is_recognised_from_its_weights_in_any_dimension():
+    """networks_that_fit builds the candidates in 1-D: names and channel sizes must not depend on the dimension."""
+    options = {name: {} for name in list_networks()}
+    for name in list_networks():
+        state = create_network(name, 2, 1, 3).state_dict()
+        fits = networks_that_fit(state, 1, 3, options)
+        assert name in fits, name
+
+
+def test_an_output_dir_that_cannot_be_a_folder_is_refused_before_anything_is_written(tmp_path):
+    image = _nifti(tmp_path / "image.nii.gz", np.ones((9, 10, 11)))
+    (tmp_path / "a_file").write_text("the user's")
+    for output_dir in (tmp_path / "a_file", tmp_path / "a_file" / "out"):
+        with pytest.raises(ValueError, match=f"output_dir '{output_dir}': '{tmp_path / 'a_file'}' is a file"):
+            check_output_dir(output_dir, [image])
+    with pytest.raises(ValueError, match="holds the input image"):
+        check_output_dir(tmp_path, [image])
+    assert check_output_dir(tmp_path / "new" / "out", [image]) == tmp_path / "new" / "out"
+    assert not (tmp_path / "new").exists() and (tmp_path / "a_file").read_text() == "the user's"

@@ -46,5 +46,5 @@ def test_the_setting_must_be_a_list_of_files(checkpoints):
 
 def test_a_checkpoint_of_another_network_names_the_file(tmp_path):
     torch.save(XUNet(3, 1, 3, features=(8, 8, 16, 16, 32, 8)).state_dict(), tmp_path / "wide.pt")
-    with pytest.raises(RuntimeError, match="wide.pt.*ensemble_ckpts.*network_options"):
+    with pytest.raises(ValueError, match="wide.pt.*ensemble_ckpts.*network_options.*differ in shape"):
         ensemble_members(_network(0), [tmp_path / "wide.pt"])

@@ -98,6 +98,15 @@ def test_resuming_from_a_file_of_something_else_names_it(tmp_path):
         _sgd_run(tmp_path, max_epochs=2, resume=True)
 
 
+def test_resuming_with_another_network_names_the_settings(tmp_path):
+    _sgd_run(tmp_path, max_epochs=5, resume=False, stop_after=2)
+    state = torch.load(tmp_path / "training_state.pt", map_location="cpu", weights_only=True)
+    state["network"]["weight"] = torch.zeros(3, 2)  # as if saved by a network with 3 outputs
+    torch.save(state, tmp_path / "training_state.pt")
+    with pytest.raises(ValueError, match="network saved in .* does not fit this run's .*network_name.*differ in shape"):
+        _sgd_run(tmp_path, max_epochs=5, resume=True)
+
+
 def test_a_fresh_run_warns_that_it_will_replace_an_earlier_state(tmp_path, caplog):
     _sgd_run(tmp_path, max_epochs=2, resume=False)
     with caplog.at_level("WARNING", logger="scripts.handlers"):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from scripts.networks import create_network
+from scripts.networks import create_network, list_networks
 from scripts.precision import AutocastForward, fast_precision, with_autocast
 
 
@@ -57,3 +57,27 @@ def test_fast_precision_is_a_valid_setting():
     assert fast_precision("cpu") in ("float32", "bfloat16")
     assert fast_precision(torch.device("cpu")) == ("bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32")
     with_autocast(small_xunet(), fast_precision("cpu"))  # accepted by the wrapper
+
+
+@pytest.mark.parametrize("name", list_networks())
+def test_every_network_trains_in_bfloat16_with_finite_values(name):
+    """Three AdamW steps under bfloat16 autocast at the family test's small widths and patch (the deepest level
+    keeps 2 x 1 x 1 voxels): outputs, losses, gradients and the float32 parameters stay finite."""
+    from test_family_training import TRAIN_OPTIONS
+
+    torch.manual_seed(0)
+    net = create_network(name, 3, 1, 3, network_options={name: TRAIN_OPTIONS.get(name, {})})
+    wrapped = with_autocast(net, "bfloat16").train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-2)
+    x = torch.randn(2, 1, 32, 16, 16)
+    target = torch.randint(0, 3, (2, 32, 16, 16))
+    for _ in range(3):
+        optimizer.zero_grad()
+        out = wrapped(x)
+        out = out[:, -1] if out.dim() == x.dim() + 1 else out  # UNet++ stacks its deep-supervision heads
+        loss = torch.nn.functional.cross_entropy(out, target)
+        loss.backward()
+        assert torch.isfinite(loss), loss
+        assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+        optimizer.step()
+    assert all(torch.isfinite(p).all() for p in net.parameters())
