@@ -73,6 +73,26 @@ def split_cases(names: list[str], fold: int, num_folds: int, seed: int) -> tuple
     return [n for n in sorted(names) if n not in val], [n for n in sorted(names) if n in val]
 
 
+def _read_manifest(path: Path) -> dict:
+    """``dataset.json``, checked for what :func:`msd_datalist` reads: a JSON object whose ``training`` is a list
+    of ``{"image": ..., "label": ...}`` entries (MSD's layout)."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"'{path}' is not valid JSON ({err}): fix it, or restore the dataset.json that came with "
+                         "the data.") from None
+    entries = manifest.get("training", []) if isinstance(manifest, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"'{path}' must be a JSON object whose 'training' is a list of "
+                         "{\"image\": ..., \"label\": ...} entries, as in the MSD tasks.")
+    for number, entry in enumerate(entries):
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ("image", "label"))):
+            raise ValueError(f"'{path}': entry {number} of 'training' is {entry!r}; each must name an 'image' and its "
+                             "'label' file, relative to the folder of dataset.json (e.g. {\"image\": "
+                             "\"./imagesTr/case_001.nii.gz\", \"label\": \"./labelsTr/case_001.nii.gz\"}).")
+    return manifest
+
+
 def msd_datalist(
     dataset_dir: str | os.PathLike,
     split: str = "training",
@@ -100,8 +120,7 @@ def msd_datalist(
             "(evaluate.json) or train#dataset#data#split / validate#dataset#data#split to one of them."
         )
     root = ensure_msd_dataset(dataset_dir, download=download)
-    with open(root / "dataset.json") as f:
-        manifest = json.load(f)
+    manifest = _read_manifest(root / "dataset.json")
     items = []
     for entry in manifest.get("training", []):
         image, label = root / entry["image"], root / entry["label"]
@@ -112,7 +131,8 @@ def msd_datalist(
             )
         items.append({"image": str(image), "label": str(label), "case": _case_name(entry["image"])})
     if not items:
-        raise ValueError(f"'{root / 'dataset.json'}' lists no labelled cases under 'training'.")
+        raise ValueError(f"'{root / 'dataset.json'}' lists no labelled cases under 'training': list the cases there "
+                         "(MSD layout), or point --dataset_dir at a folder whose dataset.json does.")
     if split == "all":
         chosen = items
     else:

@@ -46,6 +46,21 @@ def test_listed_but_missing_file_is_named(tmp_path):
         msd_datalist(tmp_path, download=False)
 
 
+@pytest.mark.parametrize("manifest, expected", [
+    ("{not json", "is not valid JSON \\(.*line 1 column 2"),
+    ('["a", "b"]', "must be a JSON object whose 'training' is a list"),
+    ('{"training": {"image": "a.nii.gz"}}', "must be a JSON object whose 'training' is a list"),
+    ('{"training": [{"image": "./imagesTr/a.nii.gz"}]}',
+     "entry 0 of 'training' is \\{'image': './imagesTr/a.nii.gz'\\}; each must name an 'image' and its 'label'"),
+    ('{"training": ["./imagesTr/a.nii.gz"]}', "entry 0 of 'training' is './imagesTr/a.nii.gz'"),
+    ('{"labels": {"0": "background"}}', "lists no labelled cases under 'training': list the cases there"),
+])
+def test_a_malformed_dataset_json_is_named_with_what_is_wrong(tmp_path, manifest, expected):
+    (tmp_path / "dataset.json").write_text(manifest)
+    with pytest.raises(ValueError, match=f"'{tmp_path / 'dataset.json'}'.*{expected}"):
+        msd_datalist(tmp_path, download=False)
+
+
 def test_inference_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset_dir"):
         image_datalist(tmp_path / "missing")
