@@ -369,6 +369,40 @@ def test_shipped_model_runs_from_another_directory(hippocampus_dir, tmp_path):
     _assert_predictions_match_inputs(inputs, tmp_path / "out")
 
 
+def test_inference_follows_each_image_orientation_and_spacing(hippocampus_dir, tmp_path):
+    """Inference segments in RAS at 1 mm and writes each prediction back on its input's own grid. A copy of a case
+    stored in another axis order and direction therefore gets the same segmentation, voxel for voxel, in that
+    order; a copy at twice the resolution along one axis gets the segmentation at that resolution."""
+    original = nib.load(hippocampus_dir / "imagesTr" / "hippocampus_001.nii.gz")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    nib.save(original, inputs / "original.nii.gz")
+    # axis order A, L, S: old axis 0 (R) becomes new axis 1, flipped; old axis 1 (A) becomes new axis 0
+    reorder = np.array([[1, -1], [0, 1], [2, 1]])
+    reoriented = original.as_reoriented(reorder)
+    assert nib.aff2axcodes(reoriented.affine) == ("A", "L", "S")
+    nib.save(reoriented, inputs / "reoriented.nii.gz")
+    # 0.5 mm along A: every voxel twice; new voxel k lies at old voxel coordinate k / 2 - 0.25
+    half = np.diag([1.0, 0.5, 1.0, 1.0])
+    half[1, 3] = -0.25
+    fine = nib.Nifti1Image(np.repeat(np.asanyarray(original.dataobj), 2, axis=1), original.affine @ half)
+    nib.save(fine, inputs / "fine.nii.gz")
+    workflow = ConfigWorkflow(config_file=INFER, meta_file=META, workflow_type="infer", bundle_root=str(BUNDLE_ROOT),
+                              dataset_dir=str(inputs), output_dir=str(tmp_path / "out"), device="cpu")
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    _assert_predictions_match_inputs(inputs, tmp_path / "out")
+    predicted = {name: nib.load(tmp_path / "out" / f"{name}.nii.gz") for name in ("original", "reoriented", "fine")}
+    expected = predicted["original"].as_reoriented(reorder)
+    np.testing.assert_array_equal(np.asanyarray(predicted["reoriented"].dataobj), np.asanyarray(expected.dataobj))
+    upsampled = np.repeat(np.asanyarray(predicted["original"].dataobj), 2, axis=1)
+    fine_prediction = np.asanyarray(predicted["fine"].dataobj)
+    for label in (1, 2):  # the 0.25 mm shift of the fine grid moves boundaries a little, no more
+        a, b = upsampled == label, fine_prediction == label
+        assert a.sum() > 100 and 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.9, label
+
+
 def test_shipped_weights_match_large_files_and_every_config():
     """models/model.pt is the file large_files.yml lists (sha256), and loads with strict=True into the network
     each workflow config builds (train.json, inference.json), so the configs and the weights agree."""
