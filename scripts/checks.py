@@ -31,17 +31,28 @@ def require_file(path: str | os.PathLike, setting: str, fix: str) -> Path:
     return path
 
 
+def check_writable_dir(path: str | os.PathLike, setting: str) -> Path:
+    """Refuse a folder the run could not write its results into (a file, a folder under a file, a read-only
+    folder), which would otherwise fail only when the first result is saved, after the work. Creates nothing.
+
+    Returns:
+        ``path``, absolute.
+    """
+    folder = Path(path).expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # where the folder would be created
+    if not existing.is_dir():
+        raise ValueError(f"{setting} '{folder}': '{existing}' is a file, not a folder. Pass another --{setting}.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{setting} '{folder}': '{existing}' is not writable for this user. Pass another "
+                              f"--{setting}.")
+    return folder
+
+
 def check_output_dir(output_dir: str | os.PathLike, datalist: Iterable[Mapping[str, str]]) -> Path:
     """Refuse an ``output_dir`` that holds the input images: predictions keep the input's file name, so writing
-    there would overwrite the user's images. Refuse one that cannot be written either (a file, a read-only
-    folder), which would otherwise fail after the first image's inference. Creates nothing."""
-    out = Path(output_dir).expanduser().absolute()
-    existing = next(p for p in (out, *out.parents) if p.exists())  # what the writer will create the folder in
-    if not existing.is_dir():
-        raise ValueError(f"output_dir '{out}': '{existing}' is a file, not a folder. Pass another --output_dir.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"output_dir '{out}': '{existing}' is not writable for this user. Pass another "
-                              "--output_dir.")
+    there would overwrite the user's images. Refuse one that cannot be written either
+    (:func:`check_writable_dir`)."""
+    out = check_writable_dir(output_dir, "output_dir")
     for item in datalist:
         for value in item.values():
             if not isinstance(value, (str, os.PathLike)):
@@ -62,6 +73,7 @@ def keep_existing_checkpoint(ckpt_dir: str | os.PathLike, filename: str = "model
     model, elsewhere perhaps an earlier run's model: the copy ``model_<its modification time>.pt`` keeps it. Only
     one process copies (rank 0 under torchrun). Returns the copy's path, or None when there was nothing to keep.
     """
+    check_writable_dir(ckpt_dir, "ckpt_dir")  # else training would fail at its first save, an epoch in
     if not is_main_process():
         return None
     existing = Path(ckpt_dir) / filename

@@ -141,7 +141,7 @@ class TrainingState:
         for name, obj in self.objects.items():
             if isinstance(obj, nn.Module) and (problem := weights_mismatch(state[name], _unwrap(obj))) is not None:
                 raise ValueError(
-                    f"the {name} saved in '{self.path}' does not fit this run's (config ids 'network_name', "
+                    f"the {name} saved in '{self.path}' does not fit this run's {name} (config ids 'network_name', "
                     f"'network_options', 'num_classes'): {problem}. Resume with the interrupted run's settings, "
                     "or train afresh without --resume.")
             _unwrap(obj).load_state_dict(state[name])

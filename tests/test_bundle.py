@@ -253,6 +253,19 @@ def test_evaluation_without_checkpoint_names_the_setting(tmp_path, hippocampus_d
     assert "ckpt_dir" in "".join(str(e) for e in _chain(err.value))
 
 
+def test_evaluation_into_an_output_dir_that_is_a_file_names_the_setting(trained, hippocampus_dir, tmp_path):
+    """MetricsSaver would fail only after every case was evaluated."""
+    (tmp_path / "results").write_text("the user's")
+    workflow = ConfigWorkflow(config_file=EVALUATE, meta_file=META, workflow_type="eval",
+                              **{**quick_overrides(tmp_path, hippocampus_dir), "ckpt_dir": str(trained / "models"),
+                                 "output_dir": str(tmp_path / "results")})
+    with pytest.raises(Exception) as err:
+        workflow.initialize()
+    assert f"output_dir '{tmp_path / 'results'}': '{tmp_path / 'results'}' is a file" in \
+           "".join(str(e) for e in _chain(err.value))
+    assert (tmp_path / "results").read_text() == "the user's"
+
+
 @pytest.mark.parametrize("config, workflow_type", [(EVALUATE, "eval"), (INFER, "infer")])
 def test_a_checkpoint_of_another_network_is_named_before_any_case_is_read(trained, hippocampus_dir, tmp_path, config,
                                                                            workflow_type):

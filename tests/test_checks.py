@@ -179,6 +179,14 @@ def test_every_network_is_recognised_from_its_weights_in_any_dimension():
         assert name in fits, name
 
 
+def test_a_ckpt_dir_that_cannot_be_a_folder_is_refused_before_training(tmp_path):
+    (tmp_path / "a_file").write_text("the user's")
+    with pytest.raises(ValueError, match=f"ckpt_dir '{tmp_path / 'a_file' / 'models'}': '{tmp_path / 'a_file'}' is a "
+                                         "file, not a folder. Pass another --ckpt_dir."):
+        keep_existing_checkpoint(tmp_path / "a_file" / "models")
+    assert (tmp_path / "a_file").read_text() == "the user's"
+
+
 def test_an_output_dir_that_cannot_be_a_folder_is_refused_before_anything_is_written(tmp_path):
     image = _nifti(tmp_path / "image.nii.gz", np.ones((9, 10, 11)))
     (tmp_path / "a_file").write_text("the user's")

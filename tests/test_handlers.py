@@ -103,7 +103,7 @@ def test_resuming_with_another_network_names_the_settings(tmp_path):
     state = torch.load(tmp_path / "training_state.pt", map_location="cpu", weights_only=True)
     state["network"]["weight"] = torch.zeros(3, 2)  # as if saved by a network with 3 outputs
     torch.save(state, tmp_path / "training_state.pt")
-    with pytest.raises(ValueError, match="network saved in .* does not fit this run's .*network_name.*differ in shape"):
+    with pytest.raises(ValueError, match="network saved in .* does not fit this run's network .*network_name.*differ in shape"):
         _sgd_run(tmp_path, max_epochs=5, resume=True)
 
 
