@@ -99,6 +99,9 @@ def _image_problem(path: str, spatial_dims: int, in_channels: int,
         return f"not a readable NIfTI image ({err})", ()
     if len(shape) < spatial_dims:
         return f"a {len(shape)}-D image of shape {shape}; the network segments {spatial_dims}-D volumes", shape
+    if 1 in shape[:spatial_dims]:  # the writer would also drop that axis: the prediction would lose the input's shape
+        return (f"shape {shape} is a single slice along axis {shape.index(1)}; the network segments "
+                f"{spatial_dims}-D volumes"), shape
     channels = int(np.prod(shape[spatial_dims:], dtype=np.int64))
     if channels != in_channels:
         return (f"shape {shape} holds {channels} volumes (channels) where {in_channels} are expected "
@@ -111,6 +114,8 @@ def _image_problem(path: str, spatial_dims: int, in_channels: int,
     if not finite.all():
         return (f"{data.size - np.count_nonzero(finite)} voxels are NaN or infinite, which would make the whole "
                 "normalised volume NaN: replace them (e.g. with the image's minimum)"), shape
+    if data.size and data.min() == data.max():  # the network would still "find" structures in a blank volume
+        return f"every voxel is {data.flat[0]:g}: a blank image holds nothing to segment", shape
     return None, shape
 
 

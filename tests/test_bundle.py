@@ -168,10 +168,7 @@ def _train(tmp: Path, hippocampus_dir: Path, interrupt_before_epoch: int | None 
     or None when interrupted."""
     from ignite.engine import Events
 
-    # float32: on some CPUs (AVX512-BF16 without AMX) oneDNN's bfloat16 kernels differ from run to run, so two
-    # uninterrupted bfloat16 runs already differ in the last bits
-    settings = {**quick_overrides(tmp, hippocampus_dir), "num_workers": 1, "train#trainer#max_epochs": 3,
-                "precision": "float32", **overrides}
+    settings = {**quick_overrides(tmp, hippocampus_dir), "num_workers": 1, "train#trainer#max_epochs": 3, **overrides}
     workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train", **settings)
     workflow.initialize()
     if interrupt_before_epoch is not None:

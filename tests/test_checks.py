@@ -42,29 +42,39 @@ def _nifti(path, data):
     return {"image": str(path)}
 
 
+def _volume(*shape):
+    return np.random.default_rng(0).random(shape)
+
+
 def test_images_the_network_can_segment_pass_unchanged(tmp_path):
-    datalist = [_nifti(tmp_path / "volume.nii.gz", np.ones((9, 10, 11))),
-                _nifti(tmp_path / "one_channel.nii.gz", np.ones((9, 10, 11, 1))),
-                _nifti(tmp_path / "tiny.nii", np.zeros((2, 3, 1)))]
+    datalist = [_nifti(tmp_path / "volume.nii.gz", _volume(9, 10, 11)),
+                _nifti(tmp_path / "one_channel.nii.gz", _volume(9, 10, 11, 1)),
+                _nifti(tmp_path / "tiny.nii", _volume(2, 3, 2))]
     assert check_images(datalist) is datalist
 
 
 def test_every_image_the_network_cannot_segment_is_named_with_its_problem(tmp_path):
-    nan = np.ones((9, 10, 11))
+    nan = _volume(9, 10, 11)
     nan[0, 0, 0], nan[1, 1, 1] = np.nan, np.inf
     (tmp_path / "corrupt.nii.gz").write_bytes(b"not a nifti")
-    datalist = [_nifti(tmp_path / "good.nii.gz", np.ones((9, 10, 11))),
-                _nifti(tmp_path / "flat.nii.gz", np.ones((9, 10))),
-                _nifti(tmp_path / "two_channels.nii.gz", np.ones((9, 10, 11, 2))),
+    datalist = [_nifti(tmp_path / "good.nii.gz", _volume(9, 10, 11)),
+                _nifti(tmp_path / "flat.nii.gz", _volume(9, 10)),
+                _nifti(tmp_path / "slice.nii.gz", _volume(9, 10, 1)),
+                _nifti(tmp_path / "two_channels.nii.gz", _volume(9, 10, 11, 2)),
                 _nifti(tmp_path / "nan.nii.gz", nan),
+                _nifti(tmp_path / "blank.nii.gz", np.full((9, 10, 11), 7.0)),
                 {"image": str(tmp_path / "corrupt.nii.gz")}]
     with pytest.raises(ValueError) as err:
         check_images(datalist)
     message = str(err.value)
-    assert message.startswith("4 of 5 cases (config id 'dataset_dir')") and "good.nii.gz" not in message
-    for name, problem in [("flat.nii.gz", "a 2-D image of shape (9, 10)"), ("two_channels.nii.gz",
-                           "shape (9, 10, 11, 2) holds 2 volumes (channels) where 1 are expected (the network's in_channels)"),
-                          ("nan.nii.gz", "2 voxels are NaN or infinite"), ("corrupt.nii.gz", "not a readable NIfTI")]:
+    assert message.startswith("6 of 7 cases (config id 'dataset_dir')") and "good.nii.gz" not in message
+    for name, problem in [("flat.nii.gz", "a 2-D image of shape (9, 10)"),
+                          ("slice.nii.gz", "shape (9, 10, 1) is a single slice along axis 2"),
+                          ("two_channels.nii.gz", "shape (9, 10, 11, 2) holds 2 volumes (channels) where 1 are "
+                                                  "expected (the network's in_channels)"),
+                          ("nan.nii.gz", "2 voxels are NaN or infinite"),
+                          ("blank.nii.gz", "every voxel is 7: a blank image holds nothing to segment"),
+                          ("corrupt.nii.gz", "not a readable NIfTI")]:
         assert f"{tmp_path / name}': {problem}" in message
 
 
@@ -76,7 +86,7 @@ def test_a_long_list_of_bad_images_is_cut_short(tmp_path):
 
 
 def test_a_label_map_must_fit_its_image_and_the_listed_labels(tmp_path):
-    image = _nifti(tmp_path / "image.nii.gz", np.ones((9, 10, 11)))["image"]
+    image = _nifti(tmp_path / "image.nii.gz", _volume(9, 10, 11))["image"]
     labels = {"fits": np.zeros((9, 10, 11)), "channel": np.zeros((9, 10, 11, 1)), "short": np.zeros((9, 10, 10)),
               "unknown": np.pad(np.full((2, 2, 2), 5.0), ((0, 7), (0, 8), (0, 9)))}
     datalist = [{"image": image, "label": _nifti(tmp_path / f"{name}.nii.gz", data)["image"]}
@@ -188,7 +198,7 @@ def test_a_ckpt_dir_that_cannot_be_a_folder_is_refused_before_training(tmp_path)
 
 
 def test_an_output_dir_that_cannot_be_a_folder_is_refused_before_anything_is_written(tmp_path):
-    image = _nifti(tmp_path / "image.nii.gz", np.ones((9, 10, 11)))
+    image = _nifti(tmp_path / "image.nii.gz", _volume(9, 10, 11))
     (tmp_path / "a_file").write_text("the user's")
     for output_dir in (tmp_path / "a_file", tmp_path / "a_file" / "out"):
         with pytest.raises(ValueError, match=f"output_dir '{output_dir}': '{tmp_path / 'a_file'}' is a file"):

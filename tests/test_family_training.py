@@ -69,11 +69,6 @@ def overrides(tmp, data_dir, name):
         "train#trainer#max_epochs": 1,
         "network_name": name,
         "network_options": {name: TRAIN_OPTIONS.get(name, {})},
-        # float32: this checks the workflow's wiring for each network. On a CPU with AVX512-BF16 but no AMX,
-        # oneDNN's bfloat16 weight gradients of the deepest convolutions differ from run to run, and at these tiny
-        # widths two bfloat16 runs of attentionunet in about 25 ended with a NaN loss; test_precision checks every
-        # network's bfloat16 training steps on their own
-        "precision": "float32",
     }
 
 
