@@ -43,6 +43,8 @@ def ensure_msd_dataset(dataset_dir: str | os.PathLike, task: str = MSD_TASK, dow
         f"Download {task}.tar from the Medical Segmentation Decathlon (http://medicaldecathlon.com), extract it so "
         f"that '{root}/dataset.json' exists, or pass --dataset_dir pointing at the extracted '{task}' folder."
     )
+    if (root.parent / "dataset.json").is_file():  # the images folder of a task, instead of the task
+        hint += f" '{root.parent}' holds a dataset.json: did you mean --dataset_dir {root.parent}?"
     if not download:
         raise FileNotFoundError(hint)
     if root.name != task:
@@ -176,8 +178,11 @@ def image_datalist(inputs: str | os.PathLike | list) -> list[dict[str, str]]:
                 "folder of .nii/.nii.gz images or one image file."
             )
     if not paths:
+        folders = [Path(e).expanduser() for e in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
+        inside = sorted(f"{d / sub}" for d in folders for sub in ("imagesTs", "imagesTr") if (d / sub).is_dir())
         raise FileNotFoundError(
             f"no .nii or .nii.gz images in {inputs} (config id 'dataset_dir'): pass --dataset_dir with a folder "
             "of NIfTI images (e.g. an MSD imagesTs folder)."
+            + (f" It is an MSD task folder: its images are in {' and '.join(inside)}." if inside else "")
         )
     return [{"image": str(p)} for p in paths]

@@ -40,6 +40,19 @@ def test_missing_dataset_says_where_to_put_it(tmp_path):
         msd_datalist(tmp_path / "elsewhere", download=True)
 
 
+def test_the_images_folder_of_a_task_points_at_the_task(tmp_path):
+    """Two easy slips: training given the task's imagesTr, inference given the task folder itself."""
+    task = tmp_path / "Task04_Hippocampus"
+    (task / "imagesTr").mkdir(parents=True)
+    (task / "imagesTs").mkdir()
+    (task / "dataset.json").write_text('{"training": []}')
+    with pytest.raises(FileNotFoundError, match=f"'{task}' holds a dataset.json: did you mean --dataset_dir {task}\\?"):
+        msd_datalist(task / "imagesTr", download=False)
+    with pytest.raises(FileNotFoundError,
+                       match=f"It is an MSD task folder: its images are in {task / 'imagesTr'} and {task / 'imagesTs'}"):
+        image_datalist(task)
+
+
 def test_listed_but_missing_file_is_named(tmp_path):
     (tmp_path / "dataset.json").write_text('{"training": [{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}]}')
     with pytest.raises(FileNotFoundError, match="a.nii.gz"):
