@@ -239,7 +239,8 @@ class XUNet(nn.Module):
                 f"{type(self).__name__} with instance norm needs an input larger than 16 voxels along at least one "
                 f"spatial axis, got {spatial_size}: the deepest level would hold one voxel, which instance norm "
                 "cannot normalise. Pad the input (e.g. MONAI's SpatialPad to 32), run it through a sliding window "
-                "of 32 or more (as the bundle's inference does), or build the network with norm='batch'.")
+                "of 32 or more (as the bundle's inference does), or build the network with norm='batch'. In the "
+                "bundle's configs, patches and windows are config id 'patch_size': make one of its sizes 17 or more.")
 
     def set_fast(self, fast: bool) -> XUNet:
         """Switch every decoder stage between the fast exact path and the straightforward one."""
