@@ -170,6 +170,7 @@ COMMITTED_SCREENS = {
     "recipe_screen": ([0, 1, 2], "| wd1e-2 | 0,1,2 | 126 | 0.8972 | 0.8768 | 0.8870 | +0.0019 | 0.0008 | 72 of 126 |"),
     "weight_decay_cpu": ([3], "| wd1e-1 | 3 | 41 | 0.9006 | 0.8835 | 0.8921 | -0.0013 | 0.0014 | 20 of 41 |"),
     "seeds_lr_dropout": ([0, 1, 2], "| wd1e-2_seed2 | 0,1,2 | 126 | 0.8969 | 0.8778 | 0.8873 | +0.0003 | 0.0009 | 71 of 126 |"),
+    "float32_cpu": ([2], "| wd1e-2_float32 | 2 | 42 | 0.8983 | 0.8832 | 0.8908 | -0.0002 | 0.0017 | 22 of 42 |"),
 }
 
 
@@ -190,6 +191,7 @@ def test_the_committed_screen_table_is_made_from_the_committed_results(screen):
 REUSED_RESULTS = {
     "weight_decay_cpu/wd1e-2_f3.csv": "cross_validation_0.4.0/wd1e-2_f3.csv",
     **{f"seeds_lr_dropout/wd1e-2_f{k}.csv": f"recipe_screen/wd1e-2_f{k}.csv" for k in (0, 1, 2)},
+    "float32_cpu/wd1e-2_f2.csv": "recipe_screen/wd1e-2_f2.csv",
 }
 
 
