@@ -221,7 +221,7 @@ def _is_torchscript(path: str | os.PathLike) -> bool:
 def weights_mismatch(state: Mapping[str, torch.Tensor], network: nn.Module) -> str | None:
     """How ``state`` fails to load into ``network`` with ``strict=True`` (None when it loads): how many tensors
     differ in shape, are missing or are not in the network, each with its first example."""
-    expected = getattr(network, "module", network).state_dict()  # a DDP-wrapped network saves without 'module.'
+    expected = network.state_dict()
     shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items()
               if k in state and state[k].shape != v.shape]
     missing = [k for k in expected if k not in state]
@@ -267,26 +267,23 @@ def networks_that_fit(state: Mapping[str, torch.Tensor], in_channels: int, out_c
     return fits
 
 
-def check_checkpoint(path: str | os.PathLike, network: nn.Module, setting: str, fix: str,
-                     network_name: str | None = None, in_channels: int = 1, out_channels: int = 1,
-                     network_options: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
-    """Stop before any case is read unless ``path`` holds weights that load into ``network`` (``strict=True``).
+def checked_weights(path: str | os.PathLike, network: nn.Module, setting: str, fix: str,
+                    network_name: str | None = None, in_channels: int = 1, out_channels: int = 1,
+                    network_options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, torch.Tensor]:
+    """The weights in ``path``, once they are known to load into ``network`` (``strict=True``).
 
     A checkpoint of another network, or of the same network with other sizes (``network_options``, the number of
-    classes), would otherwise fail in the engine's first iteration with ``load_state_dict``'s list of every
-    tensor. The message names the file, the setting, what does not fit and, given ``network_name`` and the
-    channels, which of the bundle's networks the file does fit with this config's ``network_options``.
+    classes), would otherwise fail in ``load_state_dict`` with a list of every tensor. The message names the file,
+    the setting, what does not fit and, given ``network_name`` and the channels, which of the bundle's networks the
+    file does fit with this config's ``network_options``.
 
     Args:
-        path: the checkpoint (``<ckpt_dir>/model.pt``).
-        network: the configured network (config id ``network``).
+        path: the checkpoint (e.g. ``<ckpt_dir>/model.pt``).
+        network: the configured network (config id ``network``), not wrapped in DistributedDataParallel.
         setting: the config id that chose ``path``, for the message.
         fix: what to do when ``path`` does not exist.
         network_name, in_channels, out_channels, network_options: how ``network`` was built (config ids
             ``network_name``, ``network_def#in_channels``, ``network_def#out_channels``, ``network_options``).
-
-    Returns:
-        ``path``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -296,18 +293,27 @@ def check_checkpoint(path: str | os.PathLike, network: nn.Module, setting: str, 
     state = read_weights(path, setting)
     problem = weights_mismatch(state, network)
     if problem is None:
-        return path
+        return state
     configured = f"'{network_name}' " if network_name else ""
     message = (f"'{path}' (config id '{setting}') does not fit the configured network {configured}(config ids "
                f"'network_name', 'network_options', 'num_classes'): {problem}.")
-    if network_name is not None:
-        configured_class = get_network_class(network_name)
-        others = [name for name in networks_that_fit(state, in_channels, out_channels, network_options)
-                  if get_network_class(name) is not configured_class]
-        if others:
-            message += (f" It fits {', '.join(repr(n) for n in others)} with this config's network_options: add "
-                        f"--network_name {others[0]}, or point --{setting} at a model trained as '{network_name}'.")
-        else:
-            message += (f" Configure the network it was trained with (network_name, network_options, num_classes), "
-                        f"or point --{setting} at a model trained with these settings.")
+    configured_class = get_network_class(network_name) if network_name is not None else None
+    others = [] if configured_class is None else [
+        name for name in networks_that_fit(state, in_channels, out_channels, network_options)
+        if get_network_class(name) is not configured_class]
+    if others:
+        message += (f" It fits {', '.join(repr(n) for n in others)} with this config's network_options: add "
+                    f"--network_name {others[0]}, or point --{setting} at a model trained as '{network_name}'.")
+    else:
+        message += (f" Configure the network it was trained with (network_name, network_options, num_classes), "
+                    f"or point --{setting} at a model trained with these settings.")
     raise ValueError(message)
+
+
+def check_checkpoint(path: str | os.PathLike, network: nn.Module, setting: str, fix: str,
+                     network_name: str | None = None, in_channels: int = 1, out_channels: int = 1,
+                     network_options: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """The ``initialize`` step of evaluation and inference: stop before any case is read unless ``path`` holds
+    weights that load into ``network`` (:func:`checked_weights`, same arguments). Returns ``path``."""
+    checked_weights(path, network, setting, fix, network_name, in_channels, out_channels, network_options)
+    return Path(path)

@@ -166,8 +166,8 @@ def image_datalist(inputs: str | os.PathLike | list) -> list[dict[str, str]]:
         FileNotFoundError: naming the config id ``dataset_dir`` when nothing is found.
     """
     paths: list[Path] = []
-    for entry in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
-        entry = Path(entry).expanduser()
+    entries = [Path(e).expanduser() for e in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
+    for entry in entries:
         if entry.is_dir():
             paths += sorted(p for p in entry.iterdir() if p.is_file() and p.name.endswith(IMAGE_SUFFIXES))
         elif entry.is_file():
@@ -178,8 +178,7 @@ def image_datalist(inputs: str | os.PathLike | list) -> list[dict[str, str]]:
                 "folder of .nii/.nii.gz images or one image file."
             )
     if not paths:
-        folders = [Path(e).expanduser() for e in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
-        inside = sorted(f"{d / sub}" for d in folders for sub in ("imagesTs", "imagesTr") if (d / sub).is_dir())
+        inside = sorted(f"{d / sub}" for d in entries for sub in ("imagesTs", "imagesTr") if (d / sub).is_dir())
         raise FileNotFoundError(
             f"no .nii or .nii.gz images in {inputs} (config id 'dataset_dir'): pass --dataset_dir with a folder "
             "of NIfTI images (e.g. an MSD imagesTs folder)."

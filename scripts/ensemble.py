@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from scripts.checks import read_weights, require_file, weights_mismatch
+from scripts.checks import checked_weights
 from scripts.precision import with_autocast
 
 __all__ = ["ensemble_members", "ensemble_pred_keys"]
@@ -54,14 +54,7 @@ def ensemble_members(
         )
     members = []
     for path in checkpoints:
-        path = require_file(path, "ensemble_ckpts", _FIX)
-        state = read_weights(path, "ensemble_ckpts")
-        problem = weights_mismatch(state, network)
-        if problem is not None:
-            raise ValueError(
-                f"'{path}' (config id 'ensemble_ckpts') does not fit the configured network (network_name, "
-                f"network_options, num_classes): {problem}. Every member must be the configured network."
-            )
+        state = checked_weights(path, network, "ensemble_ckpts", _FIX)
         member = copy.deepcopy(network).to(device)
         member.load_state_dict(state, strict=True)
         members.append(with_autocast(member, precision).eval())
