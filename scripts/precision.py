@@ -75,7 +75,7 @@ def cpu_bfloat16_gradients_are_correct() -> bool:
     precision), for the input XUNet's deepest level sees at the training patch 32 x 48 x 32: 2 x 3 x 2 voxels.
 
     On a CPU with AVX512-BF16 but no AMX, PyTorch 2.13's oneDNN returns wrong weight gradients for ``Conv3d`` inputs
-    whose first spatial size is 2 (relative errors from 1 to 1e36, some infinite, and different at every call),
+    whose first spatial size is 2 (as large as the gradients themselves or far larger, at times infinite, and different at every call),
     while the forward pass and the input gradients are right. Training there would corrupt the deepest
     convolutions. Checked once per process on a small convolution, in about a millisecond; torch's global random
     generator is left untouched.
