@@ -139,6 +139,54 @@ def _label_problem(path: str, image_shape: tuple[int, ...], spatial_dims: int,
     return None
 
 
+def check_patch_size(patch_size: Any, network: nn.Module, spatial_dims: int, in_channels: int,
+                     setting: str = "patch_size") -> list[int]:
+    """Stop before any case is read when the training patch / sliding window size cannot work.
+
+    ``patch_size`` must give one whole number of 1 or more per spatial axis, and the network must run on one input of
+    that size: it is run once, in eval mode and without gradients, on zeros (a network with four poolings and
+    instance norm, as XUNet, needs more than 16 voxels along some axis). Otherwise training would cache every case
+    and then fail at its first iteration, inference at its first image. The run draws no random numbers, and the
+    network's mode is restored, so training goes on exactly as without the check.
+
+    Args:
+        patch_size: the configured size (config id ``setting``).
+        network: the network, or its DistributedDataParallel wrapper (the check runs the module inside).
+        spatial_dims: the network's spatial dimensions.
+        in_channels: the network's input channels.
+        setting: the config id named in messages.
+
+    Returns:
+        ``patch_size`` as a list of ints.
+
+    Raises:
+        ValueError: naming the setting, what is wrong and an example that works.
+    """
+    example = "e.g. [32, 48, 32], the default" if spatial_dims == 3 else f"e.g. {[32] * spatial_dims}"
+    sizes = list(patch_size) if isinstance(patch_size, (list, tuple)) else None
+    if (sizes is None or len(sizes) != spatial_dims
+            or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in sizes)):
+        raise ValueError(f"config id '{setting}' must list one whole number per spatial axis of the "
+                         f"{spatial_dims}-D network ({example}), got {patch_size!r}.")
+    if min(sizes) < 1:
+        raise ValueError(f"config id '{setting}' must hold sizes of 1 voxel or more ({example}), got {sizes}.")
+    module = getattr(network, "module", network)  # DistributedDataParallel: run the network itself, no collectives
+    parameter = next(module.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, in_channels, *sizes, device=device))
+    except Exception as err:
+        raise ValueError(f"config id '{setting}' is {sizes}, but the network ({type(module).__name__}) cannot run "
+                         f"on an input of that size: {type(err).__name__}: {err}\nChoose other sizes ({example}); "
+                         "patches and sliding windows both use this setting.") from err
+    finally:
+        module.train(was_training)
+    return [int(n) for n in sizes]
+
+
 def check_images(datalist: Sequence[Mapping[str, str]], spatial_dims: int = 3, in_channels: int = 1,
                  label_values: Iterable[int] | None = None, channels_from: str = "the network's in_channels",
                  max_listed: int = 20) -> Sequence[Mapping[str, str]]:

@@ -11,7 +11,9 @@ Each pair runs the bundle's own commands, so a variant is only an overlay and/or
     python -m monai.bundle run evaluating --config_file "['configs/train.json','configs/evaluate.json', *overlays]" ...
 
 The variants file is a JSON list of ``{"name": ..., "config_files": [overlay, ...], "overrides": {id: value}}``
-(the first entry is the reference unless ``--reference`` names another). Usage::
+(the first entry is the reference unless ``--reference`` names another); ``"evaluate_weights": "ema_fast"``
+evaluates ``<ckpt_dir>/ema_fast/model.pt`` instead of ``<ckpt_dir>/model.pt``, for overlays that save other
+weights beside the run's own (``configs/experiments/weight_averaging.json``). Usage::
 
     python -m scripts.screen_recipes configs/screens/recipe_screen.json --folds "[0,1,2]" \
         --dataset_dir ../shared/data/Task04_Hippocampus --work_dir /tmp/screen --max_parallel 6 --num_workers 2
@@ -46,6 +48,7 @@ class Variant:
     name: str
     config_files: list[str] = field(default_factory=list)
     overrides: dict = field(default_factory=dict)
+    evaluate_weights: str = ""  # a sub-folder of the run's ckpt_dir whose model.pt is evaluated; "" for model.pt
 
 
 def load_variants(path: str | os.PathLike) -> list[Variant]:
@@ -56,17 +59,22 @@ def load_variants(path: str | os.PathLike) -> list[Variant]:
                          '[{"name": "baseline"}, {"name": "lr1e-3", "overrides": {"learning_rate": 0.001}}]')
     variants = []
     for i, entry in enumerate(entries):
-        unknown = set(entry) - {"name", "config_files", "overrides", "comment"}
+        unknown = set(entry) - {"name", "config_files", "overrides", "evaluate_weights", "comment"}
         if "name" not in entry or unknown:
             raise ValueError(f"'{path}', variant {i}: give 'name' and optionally 'config_files', 'overrides', "
-                             f"'comment' (unknown keys: {sorted(unknown)}).")
+                             f"'evaluate_weights', 'comment' (unknown keys: {sorted(unknown)}).")
         name = str(entry["name"])
         if not name or not all(c.isalnum() or c in "_-" for c in name):
             raise ValueError(f"'{path}', variant {i}: name '{name}' may hold only letters, digits, '_' and '-' "
                              "(it names folders and files).")
         if any(v.name == name for v in variants):
             raise ValueError(f"'{path}': variant name '{name}' is used twice.")
-        variants.append(Variant(name, list(entry.get("config_files", [])), dict(entry.get("overrides", {}))))
+        weights = str(entry.get("evaluate_weights", ""))
+        if weights and not all(c.isalnum() or c in "_-" for c in weights):
+            raise ValueError(f"'{path}', variant {i}: evaluate_weights '{weights}' must name one sub-folder of the "
+                             "run's ckpt_dir (letters, digits, '_' and '-'), e.g. \"ema_fast\".")
+        variants.append(Variant(name, list(entry.get("config_files", [])), dict(entry.get("overrides", {})),
+                                weights))
     return variants
 
 
@@ -84,13 +92,15 @@ def _cli_args(overrides: dict) -> list[str]:
 def commands(variant: Variant, fold: int, dataset_dir: str, run_dir: Path, extra: dict) -> list[list[str]]:
     """The training and the evaluation command of one (variant, fold) pair, run from the bundle root."""
     common = ["--meta_file", "configs/metadata.json", "--dataset_dir", dataset_dir, "--fold", str(fold),
-              "--ckpt_dir", str(run_dir / "models"), *_cli_args({**extra, **variant.overrides})]
+              *_cli_args({**extra, **variant.overrides})]
+    evaluated = run_dir / "models" / variant.evaluate_weights if variant.evaluate_weights else run_dir / "models"
     train_files = ["configs/train.json", *variant.config_files]
     eval_files = ["configs/train.json", "configs/evaluate.json", *variant.config_files]
     train = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", repr(train_files),
-             "--val_interval", "0", "--tensorboard_dir", str(run_dir / "runs"), *common]
+             "--val_interval", "0", "--tensorboard_dir", str(run_dir / "runs"), "--ckpt_dir", str(run_dir / "models"),
+             *common]
     evaluate = [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", repr(eval_files),
-                "--output_dir", str(run_dir / "eval"), *common]
+                "--output_dir", str(run_dir / "eval"), "--ckpt_dir", str(evaluated), *common]
     return [train, evaluate]
 
 

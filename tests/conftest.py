@@ -30,10 +30,11 @@ def hippocampus_dir() -> Path:
     return HIPPOCAMPUS_DIR
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def bundle_models_untouched():
     """No test may write into the bundle's own models/ folder (a test training with the default ckpt_dir would
-    replace the shipped weights, or leave copies of them there)."""
+    replace the shipped weights, or leave copies of them there). Checked around each test, so the failure names
+    the test that wrote there (a session-wide check reports it as an error of whichever test ran last)."""
     folder = BUNDLE_ROOT / "models"
 
     def snapshot():

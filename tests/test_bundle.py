@@ -147,6 +147,29 @@ def test_training_on_all_cases_saves_the_last_weights_without_validating(hippoca
     assert all(torch.equal(state[k], v.cpu()) for k, v in network.state_dict().items())
 
 
+def test_weight_averaging_saves_its_averages_beside_the_run_s_own_weights(hippocampus_dir, tmp_path):
+    """configs/experiments/weight_averaging.json with val_interval 0: model.pt holds the last epoch's weights as
+    without the overlay, and ema_fast/ and ema_slow/ each hold a model.pt of averaged weights that evaluate.json
+    can load (--ckpt_dir <models>/ema_fast)."""
+    overrides = {**quick_overrides(tmp_path, hippocampus_dir), "val_interval": 0, "train#trainer#max_epochs": 2}
+    workflow = ConfigWorkflow(config_file=[TRAIN, str(CONFIGS / "experiments" / "weight_averaging.json")],
+                              meta_file=META, workflow_type="train", **overrides)
+    workflow.initialize()
+    workflow.run()
+    network = workflow.parser.get_parsed_content("network")
+    iterations = workflow.trainer.state.iteration
+    workflow.finalize()
+    models = tmp_path / "models"
+    last = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    assert iterations > 0 and all(torch.equal(last[k], v.cpu()) for k, v in network.state_dict().items())
+    averages = [torch.load(models / name / "model.pt", map_location="cpu", weights_only=True)
+                for name in ("ema_fast", "ema_slow")]
+    for average in averages:
+        network.load_state_dict(average, strict=True)
+        assert not torch.equal(average["final_conv.weight"], last["final_conv.weight"])
+    assert not torch.equal(averages[0]["final_conv.weight"], averages[1]["final_conv.weight"])  # own momenta
+
+
 def test_training_keeps_a_copy_of_an_existing_model(hippocampus_dir, tmp_path):
     """Training into a ckpt_dir that holds model.pt (the shipped one, or an earlier run's) copies it aside first."""
     (tmp_path / "models").mkdir()
@@ -270,12 +293,7 @@ def test_a_checkpoint_of_another_network_is_named_before_any_case_is_read(traine
     saying which network the file fits, instead of failing in the first iteration with a list of every tensor."""
     settings = {**quick_overrides(tmp_path, hippocampus_dir), "ckpt_dir": str(trained / "models"),
                 "network_name": "basicunet", "network_options": {**TINY_NET, "basicunet": TINY_NET["xunet"]}}
-    if workflow_type == "infer":
-        settings["dataset_dir"] = str(_two_images(tmp_path, hippocampus_dir))
-    workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type, **settings)
-    with pytest.raises(Exception) as err:
-        workflow.initialize()
-    message = "".join(str(e) for e in _chain(err.value))
+    message = _initialize_error(config, workflow_type, settings, tmp_path, hippocampus_dir)
     assert f"'{trained / 'models' / 'model.pt'}' (config id 'ckpt_dir') does not fit the configured network " \
            "'basicunet'" in message
     assert "add --network_name xunet" in message
@@ -286,6 +304,30 @@ def _chain(exc):
     while exc is not None:
         yield exc
         exc = exc.__cause__ or exc.__context__
+
+
+def _initialize_error(config: str | list, workflow_type: str, settings: dict, tmp: Path, hippocampus_dir: Path) -> str:
+    """The message of the error a workflow's initialize must stop with (inference reads two shared images)."""
+    if workflow_type == "infer":
+        settings = {**settings, "dataset_dir": str(_two_images(tmp, hippocampus_dir))}
+    workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type, **settings)
+    with pytest.raises(Exception) as err:
+        workflow.initialize()
+    return "".join(str(e) for e in _chain(err.value))
+
+
+@pytest.mark.parametrize("config, workflow_type", [(TRAIN, "train"), (EVALUATE, "eval"), (INFER, "infer")])
+@pytest.mark.parametrize("patch_size", [[16, 16, 16], [32, 48]])
+def test_a_patch_size_the_network_cannot_use_stops_before_any_case_is_read(trained, hippocampus_dir, tmp_path, config,
+                                                                          workflow_type, patch_size):
+    """Training used to cache every case and then fail in its first iteration; inference failed on its first
+    image. Now initialize names config id patch_size."""
+    settings = {**quick_overrides(tmp_path, hippocampus_dir), "patch_size": patch_size}
+    if workflow_type != "train":
+        settings["ckpt_dir"] = str(trained / "models")
+    message = _initialize_error(config, workflow_type, settings, tmp_path, hippocampus_dir)
+    assert "config id 'patch_size'" in message and str(patch_size).replace(" ", "") in message.replace(" ", "")
+    assert not (tmp_path / "eval").exists() and not (tmp_path / "models" / "model.pt").exists()
 
 
 def _two_images(tmp: Path, hippocampus_dir: Path) -> Path:
@@ -437,7 +479,7 @@ OVERLAYS_OF_TRAIN = [*sorted((CONFIGS / "experiments").glob("*.json")), CONFIGS 
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS_OF_TRAIN, ids=lambda p: p.stem)
-def test_experiment_overlays_build_on_train(overlay, hippocampus_dir):
+def test_experiment_overlays_build_on_train(overlay, hippocampus_dir, tmp_path):
     """Each committed experiment overlay, and train_all_cases.json, still applies to train.json (+ evaluate.json):
     every id it overrides exists there, every id it adds is used by the overlay itself (so a misspelt override
     cannot pass as a new id), and its parts build."""
@@ -445,7 +487,10 @@ def test_experiment_overlays_build_on_train(overlay, hippocampus_dir):
     parser = ConfigParser()
     parser.read_config([*EVALUATE, str(overlay)])
     parser["dataset_dir"] = str(hippocampus_dir)
-    parser["ckpt_dir"] = str(BUNDLE_ROOT / "models")
+    # the shipped weights, in a folder of the test's own: building a saver creates its folder under ckpt_dir
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.pt").symlink_to(BUNDLE_ROOT / "models" / "model.pt")
+    parser["ckpt_dir"] = str(tmp_path / "models")
     parser["data_limit"] = 2  # an overlay of the optimiser or schedule builds the data loader: keep it small
     base_ids = ConfigParser(ConfigParser.load_config_files(EVALUATE))
     text = overlay.read_text()

@@ -11,6 +11,7 @@ from scripts.checks import (
     check_checkpoint,
     check_images,
     check_output_dir,
+    check_patch_size,
     keep_existing_checkpoint,
     networks_that_fit,
     read_weights,
@@ -207,3 +208,38 @@ def test_an_output_dir_that_cannot_be_a_folder_is_refused_before_anything_is_wri
         check_output_dir(tmp_path, [image])
     assert check_output_dir(tmp_path / "new" / "out", [image]) == tmp_path / "new" / "out"
     assert not (tmp_path / "new").exists() and (tmp_path / "a_file").read_text() == "the user's"
+
+
+@pytest.mark.parametrize("patch_size, problem", [
+    ([32, 48], "one whole number per spatial axis of the 3-D network"),
+    ([32, 48, 32, 32], "one whole number per spatial axis"),
+    ([32.5, 48, 32], "one whole number per spatial axis"),
+    ("32", "one whole number per spatial axis"),
+    ([True, 48, 32], "one whole number per spatial axis"),
+    ([0, 48, 32], "sizes of 1 voxel or more"),
+    ([16, 16, 16], "cannot run on an input of that size: ValueError: XUNet with instance norm needs an input larger"),
+])
+def test_a_patch_size_the_network_cannot_use_is_named(patch_size, problem):
+    network = XUNet(3, 1, 3, features=(4, 4, 4, 4, 4, 4))
+    with pytest.raises(ValueError, match="config id 'patch_size'") as err:
+        check_patch_size(patch_size, network, spatial_dims=3, in_channels=1)
+    assert problem in str(err.value)
+
+
+def test_a_usable_patch_size_passes_leaving_the_network_and_random_state_as_they_were():
+    """The check runs the network once: it must not change its mode or draw random numbers (training after it
+    must start exactly as without it), and it runs the module inside a DistributedDataParallel-like wrapper."""
+    network = XUNet(2, 1, 3, features=(4, 4, 4, 4, 4, 4), dropout=0.5).train()
+    wrapper = torch.nn.Module()
+    wrapper.module = network  # DistributedDataParallel keeps the network as .module
+    before = torch.get_rng_state()
+    weights = {k: v.clone() for k, v in network.state_dict().items()}
+    assert check_patch_size((17, 40), wrapper, spatial_dims=2, in_channels=1) == [17, 40]
+    assert network.training and torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(v, weights[k]) for k, v in network.state_dict().items())
+    network.eval()
+    check_patch_size([np.int64(32), 32], network, spatial_dims=2, in_channels=1, setting="roi")
+    assert not network.training
+    with pytest.raises(ValueError, match="config id 'roi' must list one whole number per spatial axis of the "
+                                         r"2-D network \(e.g. \[32, 32\]\)"):
+        check_patch_size([32, 32, 32], network, spatial_dims=2, in_channels=1, setting="roi")

@@ -94,6 +94,21 @@ def test_commands_are_the_bundles_own_with_the_overrides_as_python_literals(tmp_
     assert evaluate[evaluate.index("--output_dir") + 1] == str(tmp_path / "v_f2" / "eval")
 
 
+def test_a_variant_can_evaluate_weights_its_run_saves_beside_model_pt(tmp_path):
+    """configs/experiments/weight_averaging.json saves averaged weights to <ckpt_dir>/ema_fast/model.pt: a variant
+    with evaluate_weights "ema_fast" trains into the run's ckpt_dir and evaluates that file."""
+    path = write_variants(tmp_path, [{"name": "last"}, {"name": "ema", "evaluate_weights": "ema_fast",
+                                      "config_files": ["configs/experiments/weight_averaging.json"]}])
+    variant = load_variants(path)[1]
+    assert variant.evaluate_weights == "ema_fast"
+    train, evaluate = commands(variant, 1, "/data", tmp_path / "ema_f1", {})
+    assert train.count("--ckpt_dir") == evaluate.count("--ckpt_dir") == 1
+    assert train[train.index("--ckpt_dir") + 1] == str(tmp_path / "ema_f1" / "models")
+    assert evaluate[evaluate.index("--ckpt_dir") + 1] == str(tmp_path / "ema_f1" / "models" / "ema_fast")
+    with pytest.raises(ValueError, match="evaluate_weights '../x' must name one sub-folder"):
+        load_variants(write_variants(tmp_path, [{"name": "a", "evaluate_weights": "../x"}]))
+
+
 def test_compare_pairs_cases_with_the_reference(tmp_path):
     write_per_case(tmp_path / "ref_f0.csv", {"c1.nii.gz": (0.8, 0.8), "c2.nii.gz": (0.9, 0.7)})
     write_per_case(tmp_path / "ref_f1.csv", {"c3.nii.gz": (0.6, 0.6)})
@@ -171,6 +186,7 @@ COMMITTED_SCREENS = {
     "weight_decay_cpu": ([3], "| wd1e-1 | 3 | 41 | 0.9006 | 0.8835 | 0.8921 | -0.0013 | 0.0014 | 20 of 41 |"),
     "seeds_lr_dropout": ([0, 1, 2], "| wd1e-2_seed2 | 0,1,2 | 126 | 0.8969 | 0.8778 | 0.8873 | +0.0003 | 0.0009 | 71 of 126 |"),
     "float32_cpu": ([2], "| wd1e-2_float32 | 2 | 42 | 0.8983 | 0.8832 | 0.8908 | -0.0002 | 0.0017 | 22 of 42 |"),
+    "weight_averaging_cpu": ([2], "| ema_fast | 2 | 42 | 0.8985 | 0.8839 | 0.8912 | +0.0004 | 0.0004 | 21 of 42 |"),
 }
 
 
@@ -192,6 +208,8 @@ REUSED_RESULTS = {
     "weight_decay_cpu/wd1e-2_f3.csv": "cross_validation_0.4.0/wd1e-2_f3.csv",
     **{f"seeds_lr_dropout/wd1e-2_f{k}.csv": f"recipe_screen/wd1e-2_f{k}.csv" for k in (0, 1, 2)},
     "float32_cpu/wd1e-2_f2.csv": "recipe_screen/wd1e-2_f2.csv",
+    # the weight-averaging run trained the float32 run's trajectory bit for bit: its own weights are that model
+    "weight_averaging_cpu/wd1e-2_float32_f2.csv": "float32_cpu/wd1e-2_float32_f2.csv",
 }
 
 
