@@ -139,6 +139,20 @@ def _label_problem(path: str, image_shape: tuple[int, ...], spatial_dims: int,
     return None
 
 
+def check_counts(**settings: Any) -> dict[str, int]:
+    """Stop before any work when a count setting (``batch_size``, ``samples_per_volume``: each named by its config id)
+    is not a whole number of 1 or more; 0 patches per volume failed deep in the crop transform, a batch of 0 in the
+    data loader.
+
+    Returns:
+        ``settings``, unchanged.
+    """
+    for setting, value in settings.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"config id '{setting}' must be a whole number of 1 or more, got {value!r}.")
+    return settings
+
+
 def check_patch_size(patch_size: Any, network: nn.Module, spatial_dims: int, in_channels: int,
                      setting: str = "patch_size") -> list[int]:
     """Stop before any case is read when the training patch / sliding window size cannot work.

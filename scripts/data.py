@@ -103,6 +103,7 @@ def msd_datalist(
     seed: int = 12345,
     limit: int | None = None,
     download: bool = True,
+    num_classes: int | None = None,
 ) -> list[dict[str, str]]:
     """The ``{"image", "label"}`` items of one side of the patient-level split of an MSD task.
 
@@ -115,14 +116,27 @@ def msd_datalist(
         seed: seed of the case permutation.
         limit: keep only the first ``limit`` items (quick runs, tests); None keeps all.
         download: fetch the MSD task when ``dataset_dir`` holds none (see :func:`ensure_msd_dataset`).
+        num_classes: the network's outputs (config id ``num_classes``); when given, every label dataset.json lists
+            must have one (labels numbered ``0 .. num_classes - 1``).
     """
     if split not in ("training", "validation", "all"):
         raise ValueError(
             f"split must be 'training', 'validation' or 'all', got '{split}': set the config id eval_split "
             "(evaluate.json) or train#dataset#data#split / validate#dataset#data#split to one of them."
         )
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"config id 'data_limit' must be a number of cases, 1 or more, or null for every case; got "
+                         f"{limit!r}.")
     root = ensure_msd_dataset(dataset_dir, download=download)
     manifest = _read_manifest(root / "dataset.json")
+    labels = manifest.get("labels")
+    numbered = isinstance(labels, dict) and all(str(k).isdigit() for k in labels)  # MSD: {"0": "background", ...}
+    if numbered and num_classes is not None and max(int(k) for k in labels) >= num_classes:
+        listed = ", ".join(f"{k} {v}" for k, v in sorted(labels.items(), key=lambda kv: int(kv[0])))
+        raise ValueError(
+            f"'{root / 'dataset.json'}' lists the labels {listed}, but config id 'num_classes' is {num_classes}: "
+            f"the network needs one output per label, background included. Set --num_classes "
+            f"{max(int(k) for k in labels) + 1}.")
     items = []
     for entry in manifest.get("training", []):
         image, label = root / entry["image"], root / entry["label"]
@@ -149,8 +163,6 @@ def msd_datalist(
     chosen = chosen[:limit] if limit else chosen
     # dataset.json says how many volumes an image holds and which labels exist: check every chosen case against it
     # now, so a bad file is named before caching and training start
-    labels = manifest.get("labels")
-    numbered = isinstance(labels, dict) and all(str(k).isdigit() for k in labels)  # MSD: {"0": "background", ...}
     return check_images(chosen, spatial_dims=3, in_channels=len(manifest.get("modality") or {"0": "image"}),
                         label_values=[int(k) for k in labels] if numbered else None,
                         channels_from="the modalities listed in dataset.json")

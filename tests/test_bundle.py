@@ -330,6 +330,14 @@ def test_a_patch_size_the_network_cannot_use_stops_before_any_case_is_read(train
     assert not (tmp_path / "eval").exists() and not (tmp_path / "models" / "model.pt").exists()
 
 
+@pytest.mark.parametrize("setting", ["batch_size", "samples_per_volume"])
+def test_a_count_of_0_stops_training_before_any_case_is_read(hippocampus_dir, tmp_path, setting):
+    """0 patches per volume failed in the crop transform after caching ('list index out of range')."""
+    settings = {**quick_overrides(tmp_path, hippocampus_dir), setting: 0}
+    message = _initialize_error(TRAIN, "train", settings, tmp_path, hippocampus_dir)
+    assert f"config id '{setting}' must be a whole number of 1 or more, got 0" in message
+
+
 def _two_images(tmp: Path, hippocampus_dir: Path) -> Path:
     inputs = tmp / "in"
     inputs.mkdir()

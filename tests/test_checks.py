@@ -1,6 +1,7 @@
 """scripts.checks: settings checked before any work, and nothing of the user's lost."""
 
 import os
+import re
 
 import nibabel as nib
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from scripts.checks import (
     check_checkpoint,
+    check_counts,
     check_images,
     check_output_dir,
     check_patch_size,
@@ -243,3 +245,11 @@ def test_a_usable_patch_size_passes_leaving_the_network_and_random_state_as_they
     with pytest.raises(ValueError, match="config id 'roi' must list one whole number per spatial axis of the "
                                          r"2-D network \(e.g. \[32, 32\]\)"):
         check_patch_size([32, 32, 32], network, spatial_dims=2, in_channels=1, setting="roi")
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, True, "2", None])
+def test_a_count_that_is_not_a_whole_number_of_1_or_more_is_named(value):
+    with pytest.raises(ValueError, match=f"config id 'samples_per_volume' must be a whole number of 1 or more, got "
+                                         f"{re.escape(repr(value))}"):
+        check_counts(batch_size=2, samples_per_volume=value)
+    assert check_counts(batch_size=np.int64(2), samples_per_volume=1) == {"batch_size": 2, "samples_per_volume": 1}

@@ -117,3 +117,24 @@ def test_labels_named_other_than_by_number_are_not_checked(tmp_path, hippocampus
     (folder / "dataset.json").write_text(json.dumps({**manifest, "labels": {"0": "background", "1": "hippocampus"}}))
     with pytest.raises(ValueError, match=r"label values \[2\] are not among the labels \[0, 1\]"):
         msd_datalist(folder, "all", download=False)
+
+
+def test_fewer_classes_than_dataset_json_has_labels_names_num_classes(tmp_path, hippocampus_dir):
+    """--num_classes 2 on the 3-label task used to fail after caching, in the one-hot of the loss ('index 2 is out of
+    bounds'); more classes than labels is allowed (an output that is never the target)."""
+    folder = msd_subset_folder(tmp_path, hippocampus_dir, ["hippocampus_001"])
+    manifest = json.loads((folder / "dataset.json").read_text())
+    (folder / "dataset.json").write_text(json.dumps({**manifest, "labels": {"0": "background", "1": "Anterior",
+                                                                            "2": "Posterior"}}))
+    with pytest.raises(ValueError, match=r"lists the labels 0 background, 1 Anterior, 2 Posterior, but config id "
+                                         r"'num_classes' is 2: .* Set --num_classes 3\."):
+        msd_datalist(folder, "all", download=False, num_classes=2)
+    for num_classes in (3, 4, None):
+        assert len(msd_datalist(folder, "all", download=False, num_classes=num_classes)) == 1
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, 2.5, "3"])
+def test_a_data_limit_that_is_no_number_of_cases_is_named(tmp_path, limit):
+    """data_limit 0 used to keep every case, as null does."""
+    with pytest.raises(ValueError, match="config id 'data_limit' must be a number of cases, 1 or more, or null"):
+        msd_datalist(tmp_path, "all", limit=limit, download=False)
