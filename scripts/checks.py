@@ -139,18 +139,42 @@ def _label_problem(path: str, image_shape: tuple[int, ...], spatial_dims: int,
     return None
 
 
-def check_counts(**settings: Any) -> dict[str, int]:
-    """Stop before any work when a count setting (``batch_size``, ``samples_per_volume``: each named by its config id)
-    is not a whole number of 1 or more; 0 patches per volume failed deep in the crop transform, a batch of 0 in the
-    data loader.
+def check_counts(at_least: int = 1, **settings: Any) -> dict[str, int]:
+    """Stop before any work when a count setting (``batch_size``, ``samples_per_volume``, ``num_workers``: each
+    named by its config id) is not a whole number of ``at_least`` or more; 0 patches per volume failed deep in the
+    crop transform, after caching.
 
     Returns:
         ``settings``, unchanged.
     """
     for setting, value in settings.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"config id '{setting}' must be a whole number of 1 or more, got {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < at_least:
+            raise ValueError(f"config id '{setting}' must be a whole number of {at_least} or more, got {value!r}.")
     return settings
+
+
+def check_device(device: Any, setting: str = "device") -> torch.device:
+    """Stop before the network is built when the configured device does not exist here: torch's messages ("Torch
+    not compiled with CUDA enabled", "invalid device ordinal") name neither the setting nor the fix.
+
+    Returns:
+        the device as a ``torch.device``.
+    """
+    fix = ("leave --device out (the configs choose cuda:0 when PyTorch sees a GPU, else the CPU) or give "
+           "--device cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"config id '{setting}' is {device!r}, which is no device: {err}; {fix}.") from err
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"config id '{setting}' is '{device}', but this PyTorch ({torch.__version__}) sees no "
+                             f"CUDA GPU; {fix}.")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"config id '{setting}' is '{device}', but this machine has {count} GPU(s), cuda:0 to "
+                             f"cuda:{count - 1}; {fix}.")
+    return device
 
 
 def check_patch_size(patch_size: Any, network: nn.Module, spatial_dims: int, in_channels: int,

@@ -338,9 +338,22 @@ def test_a_count_of_0_stops_training_before_any_case_is_read(hippocampus_dir, tm
     assert f"config id '{setting}' must be a whole number of 1 or more, got 0" in message
 
 
+@pytest.mark.parametrize("config, workflow_type", [(TRAIN, "train"), (EVALUATE, "eval"), (INFER, "infer")])
+def test_a_device_or_worker_count_that_cannot_be_is_named_before_the_network_is_built(trained, hippocampus_dir,
+                                                                                       tmp_path, config, workflow_type):
+    settings = {**quick_overrides(tmp_path, hippocampus_dir), "device": "gpu"}
+    if workflow_type != "train":
+        settings["ckpt_dir"] = str(trained / "models")
+    assert "config id 'device' is 'gpu', which is no device" in _initialize_error(
+        config, workflow_type, settings, tmp_path / "device", hippocampus_dir)
+    settings.update(device="cpu", num_workers=-1)
+    assert "config id 'num_workers' must be a whole number of 0 or more, got -1" in _initialize_error(
+        config, workflow_type, settings, tmp_path / "workers", hippocampus_dir)
+
+
 def _two_images(tmp: Path, hippocampus_dir: Path) -> Path:
     inputs = tmp / "in"
-    inputs.mkdir()
+    inputs.mkdir(parents=True)
     for name in ("hippocampus_001.nii.gz", "hippocampus_019.nii.gz"):
         (inputs / name).symlink_to(hippocampus_dir / "imagesTr" / name)
     return inputs

@@ -11,6 +11,7 @@ import torch
 from scripts.checks import (
     check_checkpoint,
     check_counts,
+    check_device,
     check_images,
     check_output_dir,
     check_patch_size,
@@ -253,3 +254,22 @@ def test_a_count_that_is_not_a_whole_number_of_1_or_more_is_named(value):
                                          f"{re.escape(repr(value))}"):
         check_counts(batch_size=2, samples_per_volume=value)
     assert check_counts(batch_size=np.int64(2), samples_per_volume=1) == {"batch_size": 2, "samples_per_volume": 1}
+
+    with pytest.raises(ValueError, match="config id 'num_workers' must be a whole number of 0 or more, got -1"):
+        check_counts(at_least=0, num_workers=-1)
+    assert check_counts(at_least=0, num_workers=0) == {"num_workers": 0}
+
+
+def test_a_device_that_does_not_exist_here_is_named_with_the_fix(monkeypatch):
+    assert check_device("cpu") == torch.device("cpu") == check_device(torch.device("cpu"))
+    with pytest.raises(ValueError, match="config id 'device' is 'gpu', which is no device: .*give --device cpu"):
+        check_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="config id 'device' is 'cuda:0', but this PyTorch .* sees no CUDA GPU; "
+                                         "leave --device out"):
+        check_device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_device("cuda:1") == torch.device("cuda", 1) and check_device("cuda") == torch.device("cuda")
+    with pytest.raises(ValueError, match=r"'cuda:2', but this machine has 2 GPU\(s\), cuda:0 to cuda:1"):
+        check_device("cuda:2", setting="device")
