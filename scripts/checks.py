@@ -153,6 +153,36 @@ def check_counts(at_least: int = 1, **settings: Any) -> dict[str, int]:
     return settings
 
 
+def check_schedule(learning_rate: Any, weight_decay: Any, warmup_epochs: Any, max_epochs: Any) -> None:
+    """Stop before any work when the optimiser or its schedule cannot train: a learning rate that is not above 0
+    (torch's "Invalid learning rate" names no setting), a negative weight decay, a number of epochs below 1. Warn
+    when the warm-up is as long as the run: the learning rate is then still climbing at the last epoch, which a
+    quick trial run of an epoch or two may intend, a real run not.
+
+    Args:
+        learning_rate: config id ``learning_rate``.
+        weight_decay: config id ``weight_decay``.
+        warmup_epochs: config id ``warmup_epochs``.
+        max_epochs: config id ``train#trainer#max_epochs``.
+    """
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+    if not number(learning_rate) or not learning_rate > 0:
+        raise ValueError(f"config id 'learning_rate' must be a number above 0, got {learning_rate!r} "
+                         "(train.json's is 0.002).")
+    if not number(weight_decay) or not weight_decay >= 0:
+        raise ValueError(f"config id 'weight_decay' must be a number of 0 or more, got {weight_decay!r} "
+                         "(train.json's is 0.01).")
+    check_counts(**{"train#trainer#max_epochs": max_epochs})
+    check_counts(at_least=0, warmup_epochs=warmup_epochs)
+    if warmup_epochs >= max_epochs and is_main_process():
+        logger.warning(f"config id 'warmup_epochs' ({warmup_epochs}) is not fewer than the run's epochs (config id "
+                       f"'train#trainer#max_epochs', {max_epochs}): the learning rate is still warming up at the end "
+                       "and never decays. For a real run lower --warmup_epochs (train.json's is 2) or raise "
+                       "--train#trainer#max_epochs.")
+
+
 def check_device(device: Any, setting: str = "device") -> torch.device:
     """Stop before the network is built when the configured device does not exist here: torch's messages ("Torch
     not compiled with CUDA enabled", "invalid device ordinal") name neither the setting nor the fix.

@@ -330,12 +330,17 @@ def test_a_patch_size_the_network_cannot_use_stops_before_any_case_is_read(train
     assert not (tmp_path / "eval").exists() and not (tmp_path / "models" / "model.pt").exists()
 
 
-@pytest.mark.parametrize("setting", ["batch_size", "samples_per_volume"])
-def test_a_count_of_0_stops_training_before_any_case_is_read(hippocampus_dir, tmp_path, setting):
-    """0 patches per volume failed in the crop transform after caching ('list index out of range')."""
-    settings = {**quick_overrides(tmp_path, hippocampus_dir), setting: 0}
-    message = _initialize_error(TRAIN, "train", settings, tmp_path, hippocampus_dir)
-    assert f"config id '{setting}' must be a whole number of 1 or more, got 0" in message
+@pytest.mark.parametrize("setting, value, expected", [
+    ("batch_size", 0, "config id 'batch_size' must be a whole number of 1 or more, got 0"),
+    ("samples_per_volume", 0, "config id 'samples_per_volume' must be a whole number of 1 or more, got 0"),
+    ("learning_rate", -1, "config id 'learning_rate' must be a number above 0, got -1"),
+])
+def test_a_setting_that_cannot_train_stops_training_before_any_case_is_read(hippocampus_dir, tmp_path, setting, value,
+                                                                            expected):
+    """0 patches per volume failed in the crop transform after caching ('list index out of range'); a negative
+    learning rate in the optimiser with torch's message, which names no setting."""
+    settings = {**quick_overrides(tmp_path, hippocampus_dir), setting: value}
+    assert expected in _initialize_error(TRAIN, "train", settings, tmp_path, hippocampus_dir)
 
 
 @pytest.mark.parametrize("config, workflow_type", [(TRAIN, "train"), (EVALUATE, "eval"), (INFER, "infer")])

@@ -12,6 +12,7 @@ from scripts.checks import (
     check_checkpoint,
     check_counts,
     check_device,
+    check_schedule,
     check_images,
     check_output_dir,
     check_patch_size,
@@ -273,3 +274,25 @@ def test_a_device_that_does_not_exist_here_is_named_with_the_fix(monkeypatch):
     assert check_device("cuda:1") == torch.device("cuda", 1) and check_device("cuda") == torch.device("cuda")
     with pytest.raises(ValueError, match=r"'cuda:2', but this machine has 2 GPU\(s\), cuda:0 to cuda:1"):
         check_device("cuda:2", setting="device")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"learning_rate": -1}, "config id 'learning_rate' must be a number above 0, got -1"),
+    ({"learning_rate": 0}, "config id 'learning_rate' must be a number above 0, got 0"),
+    ({"learning_rate": "2e-3"}, "config id 'learning_rate' must be a number above 0, got '2e-3'"),
+    ({"weight_decay": -0.1}, "config id 'weight_decay' must be a number of 0 or more, got -0.1"),
+    ({"max_epochs": 0}, "config id 'train#trainer#max_epochs' must be a whole number of 1 or more, got 0"),
+    ({"warmup_epochs": -1}, "config id 'warmup_epochs' must be a whole number of 0 or more, got -1"),
+])
+def test_an_optimiser_setting_that_cannot_train_is_named(settings, message):
+    recipe = {"learning_rate": 0.002, "weight_decay": 0.01, "warmup_epochs": 2, "max_epochs": 80}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_schedule(**{**recipe, **settings})
+
+
+def test_a_warm_up_as_long_as_the_run_warns_but_trains(caplog):
+    """A trial run of 1 or 2 epochs with the default 2 warm-up epochs is allowed, with a warning."""
+    check_schedule(learning_rate=0.002, weight_decay=0.0, warmup_epochs=0, max_epochs=1)
+    assert "warmup_epochs" not in caplog.text
+    check_schedule(learning_rate=np.float64(0.002), weight_decay=0.01, warmup_epochs=2, max_epochs=2)
+    assert "config id 'warmup_epochs' (2) is not fewer than the run's epochs" in caplog.text
