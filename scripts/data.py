@@ -67,6 +67,9 @@ def ensure_msd_dataset(dataset_dir: str | os.PathLike, task: str = MSD_TASK, dow
 
 def split_cases(names: list[str], fold: int, num_folds: int, seed: int) -> tuple[list[str], list[str]]:
     """Deterministic K-fold split of case names: returns (training names, validation names) of ``fold``."""
+    if isinstance(num_folds, bool) or not isinstance(num_folds, int) or num_folds < 1:
+        raise ValueError(f"num_folds={num_folds!r}: set config id 'num_folds' to the number of folds, 2 or more (train.json's "
+                         "is 5), or evaluate every case with eval_split 'all'.")
     if not 0 <= fold < num_folds:
         raise ValueError(f"fold={fold} is out of range: set 'fold' to 0 .. {num_folds - 1} (num_folds={num_folds}).")
     order = sorted(set(names))

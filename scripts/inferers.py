@@ -21,10 +21,11 @@ class FlipAveragingInferer(Inferer):
         spatial_axes: spatial axes (0-based, not counting batch and channel) to mirror, one view per axis.
     """
 
-    def __init__(self, inferer: Inferer, spatial_axes: Sequence[int] = (0,)) -> None:
+    def __init__(self, inferer: Inferer, spatial_axes: Sequence[int] | int = (0,)) -> None:
         super().__init__()
         self.inferer = inferer
-        self.spatial_axes = tuple(int(a) for a in spatial_axes)
+        # one axis given as a number (--tta_axes 0) means that axis, as MONAI's Flip reads spatial_axis
+        self.spatial_axes = (int(spatial_axes),) if isinstance(spatial_axes, int) else tuple(int(a) for a in spatial_axes)
         if any(a < 0 for a in self.spatial_axes):  # -1 would become the channel axis once batch and channel lead
             raise ValueError(f"tta_axes (config id 'tta_axes') must count spatial axes from 0, got {list(spatial_axes)}: "
                              "e.g. [0] for left-right flips, [] for none.")

@@ -138,3 +138,9 @@ def test_a_data_limit_that_is_no_number_of_cases_is_named(tmp_path, limit):
     """data_limit 0 used to keep every case, as null does."""
     with pytest.raises(ValueError, match="config id 'data_limit' must be a number of cases, 1 or more, or null"):
         msd_datalist(tmp_path, "all", limit=limit, download=False)
+
+
+@pytest.mark.parametrize("num_folds", [0, -3])
+def test_a_number_of_folds_below_1_names_the_setting(num_folds):
+    with pytest.raises(ValueError, match=f"num_folds={num_folds}: set config id 'num_folds' to the number of folds, 2 or more"):
+        split_cases(["a", "b", "c"], 0, num_folds, 12345)

@@ -36,3 +36,11 @@ def test_axes_the_images_do_not_have_name_the_setting():
     inferer = FlipAveragingInferer(SimpleInferer(), spatial_axes=[3])
     with pytest.raises(ValueError, match="is \\[3\\], but the images have 3 spatial axes \\(0 to 2\\)"):
         inferer(torch.zeros(1, 1, 4, 4, 4), _network())
+
+
+def test_one_axis_given_as_a_number_is_that_axis():
+    """--tta_axes 0 on the command line arrives as the int 0 (it failed with "'int' object is not iterable")."""
+    network, x = _network(), torch.randn(1, 1, 6, 7, 8)
+    with torch.no_grad():
+        assert torch.equal(FlipAveragingInferer(SimpleInferer(), spatial_axes=0)(x, network),
+                           FlipAveragingInferer(SimpleInferer(), spatial_axes=[0])(x, network))

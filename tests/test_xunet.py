@@ -133,6 +133,9 @@ def test_registry_builds_xunet_by_name():
         create_network("nope", 2, 1, 1)
     with pytest.raises(TypeError, match="network_options"):
         create_network("xunet", 2, 1, 1, network_options={"xunet": {"no_such_option": 1}})
+    # a value the network refuses names the config id too, keeping the network's reason and error type
+    with pytest.raises(ValueError, match="features must have 6 values.*Fix 'network_options' for 'xunet'"):
+        create_network("xunet", 2, 1, 1, network_options={"xunet": {"features": [1, 2]}})
 
 
 def test_bad_arguments_are_explained():

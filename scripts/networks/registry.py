@@ -78,8 +78,8 @@ def create_network(
     options.update(kwargs)
     try:
         return cls(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **options)
-    except TypeError as err:
-        raise TypeError(
+    except (TypeError, ValueError) as err:  # an unknown argument, or a value the network refuses
+        raise type(err)(
             f"network '{name}' ({cls.__name__}) rejected its arguments {sorted(options)}: {err}. "
             f"Fix 'network_options' for '{name}' in the config."
         ) from err
