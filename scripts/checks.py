@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from scripts.distributed import is_main_process
+from scripts.distributed import is_main_process, unwrap_network
 from scripts.networks import create_network, get_network_class, list_networks
 
 logger = logging.getLogger(__name__)
@@ -139,6 +139,11 @@ def _label_problem(path: str, image_shape: tuple[int, ...], spatial_dims: int,
     return None
 
 
+def is_whole_number(value: Any) -> bool:
+    """An int (numpy's too), not a bool: what settings counting voxels, cases, epochs or folds must be."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def check_counts(at_least: int = 1, **settings: Any) -> dict[str, int]:
     """Stop before any work when a count setting (``batch_size``, ``samples_per_volume``, ``num_workers``: each
     named by its config id) is not a whole number of ``at_least`` or more; 0 patches per volume failed deep in the
@@ -148,7 +153,7 @@ def check_counts(at_least: int = 1, **settings: Any) -> dict[str, int]:
         ``settings``, unchanged.
     """
     for setting, value in settings.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < at_least:
+        if not is_whole_number(value) or value < at_least:
             raise ValueError(f"config id '{setting}' must be a whole number of {at_least} or more, got {value!r}.")
     return settings
 
@@ -166,7 +171,7 @@ def check_schedule(learning_rate: Any, weight_decay: Any, warmup_epochs: Any, ma
         max_epochs: config id ``train#trainer#max_epochs``.
     """
     def number(value: Any) -> bool:
-        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        return is_whole_number(value) or isinstance(value, (float, np.floating))
 
     if not number(learning_rate) or not learning_rate > 0:
         raise ValueError(f"config id 'learning_rate' must be a number above 0, got {learning_rate!r} "
@@ -233,12 +238,12 @@ def check_patch_size(patch_size: Any, network: nn.Module, spatial_dims: int, in_
     example = "e.g. [32, 48, 32], the default" if spatial_dims == 3 else f"e.g. {[32] * spatial_dims}"
     sizes = list(patch_size) if isinstance(patch_size, (list, tuple)) else None
     if (sizes is None or len(sizes) != spatial_dims
-            or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in sizes)):
+            or not all(is_whole_number(n) for n in sizes)):
         raise ValueError(f"config id '{setting}' must list one whole number per spatial axis of the "
                          f"{spatial_dims}-D network ({example}), got {patch_size!r}.")
     if min(sizes) < 1:
         raise ValueError(f"config id '{setting}' must hold sizes of 1 voxel or more ({example}), got {sizes}.")
-    module = getattr(network, "module", network)  # DistributedDataParallel: run the network itself, no collectives
+    module = unwrap_network(network)  # DistributedDataParallel: run the network itself, no collectives
     parameter = next(module.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     was_training = module.training

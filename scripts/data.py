@@ -13,7 +13,7 @@ import os
 import random
 from pathlib import Path
 
-from scripts.checks import check_images
+from scripts.checks import check_images, is_whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def ensure_msd_dataset(dataset_dir: str | os.PathLike, task: str = MSD_TASK, dow
 
 def split_cases(names: list[str], fold: int, num_folds: int, seed: int) -> tuple[list[str], list[str]]:
     """Deterministic K-fold split of case names: returns (training names, validation names) of ``fold``."""
-    if isinstance(num_folds, bool) or not isinstance(num_folds, int) or num_folds < 1:
+    if not is_whole_number(num_folds) or num_folds < 1:
         raise ValueError(f"num_folds={num_folds!r}: set config id 'num_folds' to the number of folds, 2 or more (train.json's "
                          "is 5), or evaluate every case with eval_split 'all'.")
     if not 0 <= fold < num_folds:
@@ -127,19 +127,20 @@ def msd_datalist(
             f"split must be 'training', 'validation' or 'all', got '{split}': set the config id eval_split "
             "(evaluate.json) or train#dataset#data#split / validate#dataset#data#split to one of them."
         )
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+    if limit is not None and (not is_whole_number(limit) or limit < 1):
         raise ValueError(f"config id 'data_limit' must be a number of cases, 1 or more, or null for every case; got "
                          f"{limit!r}.")
     root = ensure_msd_dataset(dataset_dir, download=download)
     manifest = _read_manifest(root / "dataset.json")
     labels = manifest.get("labels")
     numbered = isinstance(labels, dict) and all(str(k).isdigit() for k in labels)  # MSD: {"0": "background", ...}
-    if numbered and num_classes is not None and max(int(k) for k in labels) >= num_classes:
-        listed = ", ".join(f"{k} {v}" for k, v in sorted(labels.items(), key=lambda kv: int(kv[0])))
+    label_names = {int(k): name for k, name in labels.items()} if numbered else {}
+    label_values = sorted(label_names) if numbered else None
+    if label_values and num_classes is not None and label_values[-1] >= num_classes:
+        listed = ", ".join(f"{k} {label_names[k]}" for k in label_values)
         raise ValueError(
             f"'{root / 'dataset.json'}' lists the labels {listed}, but config id 'num_classes' is {num_classes}: "
-            f"the network needs one output per label, background included. Set --num_classes "
-            f"{max(int(k) for k in labels) + 1}.")
+            f"the network needs one output per label, background included. Set --num_classes {label_values[-1] + 1}.")
     items = []
     for entry in manifest.get("training", []):
         image, label = root / entry["image"], root / entry["label"]
@@ -167,7 +168,7 @@ def msd_datalist(
     # dataset.json says how many volumes an image holds and which labels exist: check every chosen case against it
     # now, so a bad file is named before caching and training start
     return check_images(chosen, spatial_dims=3, in_channels=len(manifest.get("modality") or {"0": "image"}),
-                        label_values=[int(k) for k in labels] if numbered else None,
+                        label_values=label_values,
                         channels_from="the modalities listed in dataset.json")
 
 

@@ -80,6 +80,13 @@ def wrap_network(network: torch.nn.Module, device: torch.device) -> torch.nn.Mod
     return torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
 
 
+
+def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a DistributedDataParallel / DataParallel wrapper (``.module``), or ``network`` itself:
+    what is saved, loaded and checked, without the ``module.`` prefix and without the wrapper's collectives."""
+    return getattr(network, "module", network)
+
+
 # Handlers that only report (console, TensorBoard, progress bar): one copy on rank 0 is enough; the others
 # (LR schedule, validation, checkpoint saving and loading, metric saving) must run on every rank, because they
 # change every rank's state or take part in a collective gather.

@@ -15,7 +15,7 @@ from ignite.handlers import EMAHandler
 from monai.handlers import CheckpointSaver
 
 from scripts.checks import weights_mismatch
-from scripts.distributed import is_main_process
+from scripts.distributed import is_main_process, unwrap_network
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +76,6 @@ class AveragedWeightsSaver(EMAHandler):
         self.saver.attach(engine)
 
 
-def _unwrap(module):
-    # DistributedDataParallel / DataParallel hold the network as .module; save and load the network itself
-    return getattr(module, "module", module)
-
-
 class TrainingState:
     """Everything a training run needs to go on where it stopped, saved after every epoch, restored with ``resume``.
 
@@ -139,7 +134,7 @@ class TrainingState:
             return
         numpy_state = np.random.get_state()
         state = {
-            **{name: _unwrap(obj).state_dict() for name, obj in self.objects.items()},
+            **{name: unwrap_network(obj).state_dict() for name, obj in self.objects.items()},
             "trainer": engine.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                     "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]]},
@@ -170,12 +165,12 @@ class TrainingState:
                 f"resume with train#trainer#max_epochs {saved_epochs}, as the interrupted run had (to train longer, "
                 "start a new run).")
         for name, obj in self.objects.items():
-            if isinstance(obj, nn.Module) and (problem := weights_mismatch(state[name], _unwrap(obj))) is not None:
+            if isinstance(obj, nn.Module) and (problem := weights_mismatch(state[name], unwrap_network(obj))) is not None:
                 raise ValueError(
                     f"the {name} saved in '{self.path}' does not fit this run's {name} (config ids 'network_name', "
                     f"'network_options', 'num_classes'): {problem}. Resume with the interrupted run's settings, "
                     "or train afresh without --resume.")
-            _unwrap(obj).load_state_dict(state[name])
+            unwrap_network(obj).load_state_dict(state[name])
         engine.load_state_dict(state["trainer"])
         if is_main_process():  # the generators saved are rank 0's; other ranks keep their own (seed + rank)
             rng = state["rng"]
