@@ -3,6 +3,8 @@
     python -m scripts.benchmark run                       # all settings, writes docs/benchmarks.{md,json}
     python -m scripts.benchmark run --settings "['2d']" --repeats 2 --bundle_epoch False   # quicker
     python -m scripts.benchmark macs                      # multiply-adds per pass, docs/benchmarks_macs.{md,json}
+    python -m scripts.benchmark bundle --rounds 3         # the bundle's epoch and inference, XUNet vs BasicUNet,
+                                                          # docs/benchmarks_bundle_epoch.{md,json}
 
 Each measurement runs in a fresh child process (so peak memory is its own): a warm-up pass, then
 ``repeats`` timed passes; the median is reported. Peak memory is the CUDA allocator's peak on a GPU and, on
@@ -19,6 +21,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -128,34 +131,44 @@ def _child(network: str, setting: str, mode: str, repeats: int, device: str, pre
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bundle_timings(dataset_dir: str, repeats_volumes: int = 10) -> dict:
-    """The bundle's training epoch time and per-volume sliding-window inference time: straightforward and fast
-    XUNet in float32, and fast XUNet at the training config's default ``precision`` where that is bfloat16.
+def bundle_timings(dataset_dir: str, repeats_volumes: int = 10, straightforward: bool = True) -> dict:
+    """The bundle's training epoch time and per-volume sliding-window inference time: MONAI's BasicUNet (the same
+    features, in XUNet's place), straightforward and fast XUNet in float32, and fast XUNet at the training config's
+    default ``precision`` where that is bfloat16.
 
     One epoch of ``configs/train.json`` (validation off) on the data at ``dataset_dir``, and inference of
-    ``repeats_volumes`` validation volumes with the bundle's SlidingWindowInferer.
+    ``repeats_volumes`` validation volumes with the bundle's SlidingWindowInferer. The epoch includes what the
+    networks share (loading the cached cases, augmentation, the optimiser), so its ratio to BasicUNet's is what a
+    user of the bundle pays for XUNet. ``straightforward=False`` leaves out the slow reference path.
     """
-    from monai.bundle import ConfigWorkflow
+    from monai.bundle import ConfigParser, ConfigWorkflow
 
     from scripts.precision import fast_precision
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    variants = [("straightforward float32", False, "float32"), ("fast float32", True, "float32")]
+    features = ConfigParser.load_config_file(BUNDLE_ROOT / "configs" / "train.json")["network_options"]["xunet"]
+    basicunet = {"network_name": "basicunet", "network_options": {"basicunet": dict(features)}}
+    # (row name, config overrides, fast XUNet path or None for a network without one, precision)
+    variants = [("BasicUNet float32", basicunet, None, "float32"),
+                *([("XUNet straightforward float32", {}, False, "float32")] if straightforward else []),
+                ("XUNet fast float32", {}, True, "float32")]
     if fast_precision(device) != "float32":
-        variants.append((f"fast {fast_precision(device)}", True, fast_precision(device)))
+        variants.append((f"XUNet fast {fast_precision(device)}", {}, True, fast_precision(device)))
     results = {}
-    for name, fast, precision in variants:
+    work_dir = tempfile.TemporaryDirectory(prefix="xunet_benchmark_")  # the epoch's weights and logs, thrown away
+    for index, (name, network_overrides, fast, precision) in enumerate(variants):
         overrides = {
-            "dataset_dir": dataset_dir, "bundle_root": str(BUNDLE_ROOT), "ckpt_dir": "/tmp/xunet_benchmark/models",
-            "tensorboard_dir": "/tmp/xunet_benchmark/runs", "val_interval": 10**6, "download": False,
-            "train#trainer#max_epochs": 1, "precision": precision,
+            "dataset_dir": dataset_dir, "bundle_root": str(BUNDLE_ROOT), "ckpt_dir": f"{work_dir.name}/{index}/models",
+            "tensorboard_dir": f"{work_dir.name}/{index}/runs", "val_interval": 0, "download": False,
+            "train#trainer#max_epochs": 1, "precision": precision, **network_overrides,
         }
         workflow = ConfigWorkflow(config_file=str(BUNDLE_ROOT / "configs" / "train.json"),
                                   meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"), workflow_type="train",
                                   **overrides)
         workflow.initialize()
         network = workflow.parser.get_parsed_content("network")
-        network.set_fast(fast)
+        if fast is not None:
+            network.set_fast(fast)
         start = time.perf_counter()
         workflow.run()
         epoch_s = time.perf_counter() - start
@@ -175,6 +188,7 @@ def bundle_timings(dataset_dir: str, repeats_volumes: int = 10) -> dict:
             "epoch_s": epoch_s, "inference_per_volume_s": statistics.median(per_volume),
             "volumes": len(per_volume), "train_cases": len(workflow.parser.get_parsed_content("train#dataset")),
         }
+    work_dir.cleanup()
     return results
 
 
@@ -229,7 +243,7 @@ def _format(rows: list[dict], bundle: dict | None, meta: dict) -> str:
         lines.append("")
     if bundle:
         lines += ["## The bundle (configs/train.json on MSD Task04 Hippocampus)", "",
-                  "| XUNet path, precision | training epoch s | inference per volume s |", "|---|---:|---:|"]
+                  "| network, path, precision | training epoch s | inference per volume s |", "|---|---:|---:|"]
         lines += [f"| {name} | {b['epoch_s']:.1f} | {b['inference_per_volume_s']:.3f} |" for name, b in bundle.items()]
         last = list(bundle.values())[-1]
         lines += ["", f"One epoch = {last['train_cases']} training cases; inference = median over {last['volumes']} "
@@ -358,8 +372,52 @@ def profile(network="xunet_fast", setting: str = "3d", rows: int = 15, out: str 
         Path(out).write_text(f"# Operator profiles\n\nProduced by `{command}`.\n\n```\n{text}```\n")
 
 
+def bundle(dataset_dir: str | None = None, rounds: int = 3, straightforward: bool = False, repeats_volumes: int = 10,
+           out_md: str = "docs/benchmarks_bundle_epoch.md",
+           out_json: str = "docs/benchmarks_bundle_epoch.json") -> None:
+    """The bundle's training epoch and inference, :func:`bundle_timings`, ``rounds`` times with the networks taking
+    turns in each round, so a machine whose speed drifts affects them alike: the ratios to BasicUNet are paired
+    within a round. Prints the table and writes ``out_md`` and ``out_json``."""
+    data = dataset_dir or str(BUNDLE_ROOT.parent / "shared" / "data" / "Task04_Hippocampus")
+    runs = []
+    for round_index in range(rounds):
+        runs.append(bundle_timings(data, repeats_volumes, straightforward))
+        print(f"round {round_index}: " + ", ".join(f"{name} {r['epoch_s']:.1f} s" for name, r in runs[-1].items()),
+              flush=True)
+    first = runs[0]
+    base = "BasicUNet float32"
+
+    def spread(values: list[float], digits: int) -> str:
+        text = f"{statistics.median(values):.{digits}f}"
+        return text if len(values) == 1 else f"{text} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+    command = "python -m scripts.benchmark bundle " + " ".join(sys.argv[2:])
+    device = "a CUDA GPU" if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+    lines = ["# The bundle's training epoch: XUNet against BasicUNet", "",
+             f"Produced by `{command}` on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
+             f"{time.strftime('%Y-%m-%d')}. One epoch of configs/train.json ({first[base]['train_cases']} training "
+             "cases, validation off; data loading, augmentation and the optimiser included) and sliding-window "
+             f"inference (median over {first[base]['volumes']} validation volumes), per network; {rounds} round(s), "
+             "the networks taking turns in each. Median over rounds (range); ratios to BasicUNet are paired within "
+             "a round. BasicUNet has XUNet's features (configs/train.json's network_options).", "",
+             "| network, path, precision | training epoch s | x BasicUNet | inference per volume s | x BasicUNet |",
+             "|---|---:|---:|---:|---:|"]
+    for name in first:
+        epoch = [r[name]["epoch_s"] for r in runs]
+        infer = [r[name]["inference_per_volume_s"] for r in runs]
+        epoch_ratio = [r[name]["epoch_s"] / r[base]["epoch_s"] for r in runs]
+        infer_ratio = [r[name]["inference_per_volume_s"] / r[base]["inference_per_volume_s"] for r in runs]
+        lines.append(f"| {name} | {spread(epoch, 1)} | {spread(epoch_ratio, 2)} | {spread(infer, 3)} | "
+                     f"{spread(infer_ratio, 2)} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(BUNDLE_ROOT / out_md).write_text(text)
+    Path(BUNDLE_ROOT / out_json).write_text(json.dumps({"command": command, "device": device, "rounds": runs},
+                                                       indent=1) + "\n")
+
+
 if __name__ == "__main__":
     # `measure` prints one JSON line for the parent process; `run` prints the table.
     fire.Fire({"run": run, "profile": profile, "macs": macs,
                "measure": lambda *a, **k: print(json.dumps(measure(*a, **k))),
-               "bundle": lambda dataset_dir: print(json.dumps(bundle_timings(dataset_dir), indent=1))})
+               "bundle": bundle})

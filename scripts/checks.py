@@ -158,17 +158,24 @@ def check_counts(at_least: int = 1, **settings: Any) -> dict[str, int]:
     return settings
 
 
-def check_schedule(learning_rate: Any, weight_decay: Any, warmup_epochs: Any, max_epochs: Any) -> None:
+def check_schedule(learning_rate: Any, weight_decay: Any, warmup_epochs: Any, max_epochs: Any,
+                   val_interval: Any = 0) -> None:
     """Stop before any work when the optimiser or its schedule cannot train: a learning rate that is not above 0
     (torch's "Invalid learning rate" names no setting), a negative weight decay, a number of epochs below 1. Warn
     when the warm-up is as long as the run: the learning rate is then still climbing at the last epoch, which a
     quick trial run of an epoch or two may intend, a real run not.
+
+    Validation, which is what saves ``model.pt`` (the best validated weights), must run at least once: a
+    ``val_interval`` above the epochs would train the whole run and save no model at all, so it is refused (0 turns
+    validation off and saves the last epoch's weights instead). When the epochs are not a multiple of
+    ``val_interval``, the epochs after the last validation can never be saved as ``model.pt``: a warning says so.
 
     Args:
         learning_rate: config id ``learning_rate``.
         weight_decay: config id ``weight_decay``.
         warmup_epochs: config id ``warmup_epochs``.
         max_epochs: config id ``train#trainer#max_epochs``.
+        val_interval: config id ``val_interval``: validate every that many epochs, 0 for never.
     """
     def number(value: Any) -> bool:
         return is_whole_number(value) or isinstance(value, (float, np.floating))
@@ -186,6 +193,20 @@ def check_schedule(learning_rate: Any, weight_decay: Any, warmup_epochs: Any, ma
                        f"'train#trainer#max_epochs', {max_epochs}): the learning rate is still warming up at the end "
                        "and never decays. For a real run lower --warmup_epochs (train.json's is 2) or raise "
                        "--train#trainer#max_epochs.")
+    check_counts(at_least=0, val_interval=val_interval)
+    if val_interval > max_epochs:
+        raise ValueError(
+            f"config id 'val_interval' ({val_interval}) is more than the run's epochs (config id "
+            f"'train#trainer#max_epochs', {max_epochs}): validation would never run, and validation is what saves "
+            f"model.pt, so the run would end with no model. Give --val_interval {max_epochs} or fewer, or "
+            "--val_interval 0 to train without validation and save the last epoch's weights.")
+    if val_interval and max_epochs % val_interval and is_main_process():
+        last = max_epochs - max_epochs % val_interval
+        logger.warning(f"config id 'val_interval' ({val_interval}) does not divide the run's {max_epochs} epochs: the "
+                       f"last validation is after epoch {last}, so epochs {last + 1} to {max_epochs} are trained but "
+                       "never validated, and model.pt can only be weights of epoch "
+                       f"{last} or earlier. Give a --val_interval that divides {max_epochs} (or 0: the last epoch's "
+                       "weights are saved).")
 
 
 def check_device(device: Any, setting: str = "device") -> torch.device:

@@ -1,6 +1,9 @@
 """The benchmark CLI measures and reports correctly (its numbers are speed results, not test targets)."""
 
+import json
+
 import pytest
+from conftest import msd_subset_folder
 
 from scripts import benchmark
 
@@ -48,3 +51,21 @@ def test_profile_writes_one_table_per_network(tmp_path):
     assert text.count("forward+backward, bundle training patch") == 2
     assert "basicunet forward+backward" in text and "xunet_fast forward+backward" in text
     assert "Self CPU time total" in text
+
+
+def test_the_bundle_epoch_benchmark_pairs_xunet_with_basicunet_in_each_round(tmp_path, hippocampus_dir):
+    """`python -m scripts.benchmark bundle`: one epoch of train.json per network and round, on a few cases here."""
+    cases = ["hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006", "hippocampus_008"]
+    data = msd_subset_folder(tmp_path / "data", hippocampus_dir, cases)
+    out_md, out_json = tmp_path / "epoch.md", tmp_path / "epoch.json"
+    benchmark.bundle(str(data), rounds=2, repeats_volumes=1, out_md=str(out_md), out_json=str(out_json))
+    text = out_md.read_text()
+    assert "| BasicUNet float32 |" in text and "| XUNet fast float32 |" in text
+    assert "straightforward" not in text  # left out unless asked for: it takes twice as long as the others
+    basic_row = next(line for line in text.splitlines() if line.startswith("| BasicUNet float32 |"))
+    assert basic_row.count("| 1.00 (1.00-1.00) |") == 2  # BasicUNet against itself, epoch and inference
+    rounds = json.loads(out_json.read_text())["rounds"]
+    assert len(rounds) == 2
+    for timings in rounds:
+        assert set(timings) >= {"BasicUNet float32", "XUNet fast float32"}
+        assert all(t["epoch_s"] > 0 and t["volumes"] == 1 and t["train_cases"] == 4 for t in timings.values())

@@ -334,11 +334,15 @@ def test_a_patch_size_the_network_cannot_use_stops_before_any_case_is_read(train
     ("batch_size", 0, "config id 'batch_size' must be a whole number of 1 or more, got 0"),
     ("samples_per_volume", 0, "config id 'samples_per_volume' must be a whole number of 1 or more, got 0"),
     ("learning_rate", -1, "config id 'learning_rate' must be a number above 0, got -1"),
+    ("val_interval", -1, "config id 'val_interval' must be a whole number of 0 or more, got -1"),
+    ("val_interval", 81,
+     "config id 'val_interval' (81) is more than the run's epochs (config id 'train#trainer#max_epochs', 80)"),
 ])
 def test_a_setting_that_cannot_train_stops_training_before_any_case_is_read(hippocampus_dir, tmp_path, setting, value,
                                                                             expected):
     """0 patches per volume failed in the crop transform after caching ('list index out of range'); a negative
-    learning rate in the optimiser with torch's message, which names no setting."""
+    learning rate in the optimiser with torch's message, which names no setting; a val_interval above the epochs
+    trained the whole run and saved no model (validation saves model.pt and never ran)."""
     settings = {**quick_overrides(tmp_path, hippocampus_dir), setting: value}
     assert expected in _initialize_error(TRAIN, "train", settings, tmp_path, hippocampus_dir)
 

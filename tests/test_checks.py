@@ -290,6 +290,27 @@ def test_an_optimiser_setting_that_cannot_train_is_named(settings, message):
         check_schedule(**{**recipe, **settings})
 
 
+@pytest.mark.parametrize("val_interval, message", [
+    (-1, "config id 'val_interval' must be a whole number of 0 or more, got -1"),
+    (2.5, "config id 'val_interval' must be a whole number of 0 or more, got 2.5"),
+    (81, "config id 'val_interval' (81) is more than the run's epochs (config id 'train#trainer#max_epochs', 80)"),
+])
+def test_a_val_interval_that_would_save_no_model_is_refused(val_interval, message):
+    """model.pt is saved by validation: with an interval above the epochs it never runs and no model is saved."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_schedule(learning_rate=0.002, weight_decay=0.01, warmup_epochs=2, max_epochs=80, val_interval=val_interval)
+
+
+def test_a_val_interval_that_does_not_divide_the_epochs_warns_which_epochs_cannot_be_saved(caplog):
+    for val_interval in (0, 1, 10, 80):  # off, or dividing 80: the last epoch is validated
+        check_schedule(learning_rate=0.002, weight_decay=0.01, warmup_epochs=2, max_epochs=80,
+                       val_interval=val_interval)
+    assert "val_interval" not in caplog.text
+    check_schedule(learning_rate=0.002, weight_decay=0.01, warmup_epochs=2, max_epochs=80, val_interval=30)
+    assert ("config id 'val_interval' (30) does not divide the run's 80 epochs: the last validation is after epoch 60, "
+            "so epochs 61 to 80 are trained but never validated") in caplog.text
+
+
 def test_a_warm_up_as_long_as_the_run_warns_but_trains(caplog):
     """A trial run of 1 or 2 epochs with the default 2 warm-up epochs is allowed, with a warning."""
     check_schedule(learning_rate=0.002, weight_decay=0.0, warmup_epochs=0, max_epochs=1)

@@ -187,6 +187,7 @@ COMMITTED_SCREENS = {
     "seeds_lr_dropout": ([0, 1, 2], "| wd1e-2_seed2 | 0,1,2 | 126 | 0.8969 | 0.8778 | 0.8873 | +0.0003 | 0.0009 | 71 of 126 |"),
     "float32_cpu": ([2], "| wd1e-2_float32 | 2 | 42 | 0.8983 | 0.8832 | 0.8908 | -0.0002 | 0.0017 | 22 of 42 |"),
     "weight_averaging_cpu": ([2], "| ema_fast | 2 | 42 | 0.8985 | 0.8839 | 0.8912 | +0.0004 | 0.0004 | 21 of 42 |"),
+    "basicunet_cpu": ([2, 3], "| basicunet | 2,3 | 83 | 0.9008 | 0.8864 | 0.8936 | +0.0015 | 0.0011 | 47 of 83 |"),
 }
 
 
@@ -210,6 +211,9 @@ REUSED_RESULTS = {
     "float32_cpu/wd1e-2_f2.csv": "recipe_screen/wd1e-2_f2.csv",
     # the weight-averaging run trained the float32 run's trajectory bit for bit: its own weights are that model
     "weight_averaging_cpu/wd1e-2_float32_f2.csv": "float32_cpu/wd1e-2_float32_f2.csv",
+    # XUNet against BasicUNet: XUNet's rows are the recipe's earlier runs of those folds
+    "basicunet_cpu/xunet_f2.csv": "float32_cpu/wd1e-2_float32_f2.csv",
+    "basicunet_cpu/xunet_f3.csv": "cross_validation_0.4.0/wd1e-2_f3.csv",
 }
 
 
