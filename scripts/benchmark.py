@@ -205,12 +205,16 @@ def _median(runs: dict, key: str) -> float:
     return statistics.median(r[key] for r in runs.values())
 
 
+def _spread(values: list[float], digits: int = 2) -> str:
+    """The median of ``values``, with their range when there are several: ``"1.23 (1.22-1.52)"``."""
+    text = f"{statistics.median(values):.{digits}f}"
+    return text if len(values) == 1 else f"{text} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
 def _ratio(runs: dict, base: dict, key: str) -> str:
     """Median over rounds of the ratio measured within each round (paired, so drift of the machine between
     rounds cancels), with the range over rounds when there are several."""
-    ratios = [runs[k][key] / max(base[k][key], 1e-9) for k in runs if k in base]
-    text = f"{statistics.median(ratios):.2f}"
-    return text if len(ratios) == 1 else f"{text} ({min(ratios):.2f}-{max(ratios):.2f})"
+    return _spread([runs[k][key] / max(base[k][key], 1e-9) for k in runs if k in base])
 
 
 def _format(rows: list[dict], bundle: dict | None, meta: dict) -> str:
@@ -386,11 +390,7 @@ def bundle(dataset_dir: str | None = None, rounds: int = 3, straightforward: boo
               flush=True)
     first = runs[0]
     base = "BasicUNet float32"
-
-    def spread(values: list[float], digits: int) -> str:
-        text = f"{statistics.median(values):.{digits}f}"
-        return text if len(values) == 1 else f"{text} ({min(values):.{digits}f}-{max(values):.{digits}f})"
-
+    by_round = {name: dict(enumerate(r[name] for r in runs)) for name in first}  # as _ratio pairs them
     command = "python -m scripts.benchmark bundle " + " ".join(sys.argv[2:])
     device = "a CUDA GPU" if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
     lines = ["# The bundle's training epoch: XUNet against BasicUNet", "",
@@ -402,13 +402,11 @@ def bundle(dataset_dir: str | None = None, rounds: int = 3, straightforward: boo
              "a round. BasicUNet has XUNet's features (configs/train.json's network_options).", "",
              "| network, path, precision | training epoch s | x BasicUNet | inference per volume s | x BasicUNet |",
              "|---|---:|---:|---:|---:|"]
-    for name in first:
-        epoch = [r[name]["epoch_s"] for r in runs]
-        infer = [r[name]["inference_per_volume_s"] for r in runs]
-        epoch_ratio = [r[name]["epoch_s"] / r[base]["epoch_s"] for r in runs]
-        infer_ratio = [r[name]["inference_per_volume_s"] / r[base]["inference_per_volume_s"] for r in runs]
-        lines.append(f"| {name} | {spread(epoch, 1)} | {spread(epoch_ratio, 2)} | {spread(infer, 3)} | "
-                     f"{spread(infer_ratio, 2)} |")
+    for name, rounds_of_network in by_round.items():
+        epoch = [r["epoch_s"] for r in rounds_of_network.values()]
+        infer = [r["inference_per_volume_s"] for r in rounds_of_network.values()]
+        lines.append(f"| {name} | {_spread(epoch, 1)} | {_ratio(rounds_of_network, by_round[base], 'epoch_s')} | "
+                     f"{_spread(infer, 3)} | {_ratio(rounds_of_network, by_round[base], 'inference_per_volume_s')} |")
     text = "\n".join(lines) + "\n"
     print(text)
     Path(BUNDLE_ROOT / out_md).write_text(text)

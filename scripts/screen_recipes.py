@@ -51,6 +51,11 @@ class Variant:
     evaluate_weights: str = ""  # a sub-folder of the run's ckpt_dir whose model.pt is evaluated; "" for model.pt
 
 
+def _names_a_folder(text: str) -> bool:
+    # letters, digits, '_' and '-': safe as one folder or file name on any system
+    return bool(text) and all(c.isalnum() or c in "_-" for c in text)
+
+
 def load_variants(path: str | os.PathLike) -> list[Variant]:
     """The variants of a screen file, checked: unique names of letters, digits, '_' and '-'; known keys."""
     entries = json.loads(Path(path).read_text())
@@ -64,13 +69,13 @@ def load_variants(path: str | os.PathLike) -> list[Variant]:
             raise ValueError(f"'{path}', variant {i}: give 'name' and optionally 'config_files', 'overrides', "
                              f"'evaluate_weights', 'comment' (unknown keys: {sorted(unknown)}).")
         name = str(entry["name"])
-        if not name or not all(c.isalnum() or c in "_-" for c in name):
+        if not _names_a_folder(name):
             raise ValueError(f"'{path}', variant {i}: name '{name}' may hold only letters, digits, '_' and '-' "
                              "(it names folders and files).")
         if any(v.name == name for v in variants):
             raise ValueError(f"'{path}': variant name '{name}' is used twice.")
         weights = str(entry.get("evaluate_weights", ""))
-        if weights and not all(c.isalnum() or c in "_-" for c in weights):
+        if weights and not _names_a_folder(weights):
             raise ValueError(f"'{path}', variant {i}: evaluate_weights '{weights}' must name one sub-folder of the "
                              "run's ckpt_dir (letters, digits, '_' and '-'), e.g. \"ema_fast\".")
         variants.append(Variant(name, list(entry.get("config_files", [])), dict(entry.get("overrides", {})),
