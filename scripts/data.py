@@ -125,7 +125,7 @@ def msd_datalist(
     if split not in ("training", "validation", "all"):
         raise ValueError(
             f"split must be 'training', 'validation' or 'all', got '{split}': set the config id eval_split "
-            "(evaluate.json) or train#dataset#data#split / validate#dataset#data#split to one of them."
+            "(evaluate.json) to one of them."
         )
     if limit is not None and (not is_whole_number(limit) or limit < 1):
         raise ValueError(f"config id 'data_limit' must be a number of cases, 1 or more, or null for every case; got "

@@ -12,40 +12,22 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow, verify_metadata
 
-from conftest import BUNDLE_ROOT, SHARED_DATA, msd_subset_folder
-
-CONFIGS = BUNDLE_ROOT / "configs"
-META = str(CONFIGS / "metadata.json")
-TRAIN = str(CONFIGS / "train.json")
-EVALUATE = [TRAIN, str(CONFIGS / "evaluate.json")]
-TRAIN_ALL_CASES = [TRAIN, str(CONFIGS / "train_all_cases.json")]
-INFER = str(CONFIGS / "inference.json")
-SCHEMA = SHARED_DATA.parent / "monai" / "schemas" / "meta_schema_20240725.json"
-TINY_NET = {"xunet": {"features": [4, 4, 8, 8, 16, 4]}}
-
-
-def quick_overrides(tmp: Path, data_dir: Path) -> dict:
-    """Settings that make the training workflow take seconds: 4 cases, tiny net and patch, no workers."""
-    return {
-        "bundle_root": str(BUNDLE_ROOT),
-        "dataset_dir": str(data_dir),
-        "ckpt_dir": str(tmp / "models"),
-        "output_dir": str(tmp / "eval"),
-        "tensorboard_dir": str(tmp / "runs"),
-        "data_limit": 4,
-        "num_workers": 0,
-        "patch_size": [32, 32, 32],  # XUNet pools 4 times: 2 voxels left for instance norm
-        "network_options": TINY_NET,
-        "val_interval": 1,
-        "download": False,
-    }
-
-
-def own_ckpt_dir(workflow_type: str, tmp: Path) -> dict:
-    """A training workflow writes ckpt_dir/model.pt: give it a folder under tmp (evaluation and inference read the
-    shipped model)."""
-    return {"ckpt_dir": str(tmp / "models")} if workflow_type == "train" else {}
-
+from conftest import (
+    BUNDLE_ROOT,
+    CONFIGS,
+    EVALUATE,
+    INFER,
+    META,
+    SCHEMA,
+    SHARED_DATA,
+    TINY_NET,
+    TRAIN,
+    TRAIN_ALL_CASES,
+    exception_chain,
+    msd_subset_folder,
+    own_ckpt_dir,
+    quick_overrides,
+)
 
 def test_metadata_matches_the_schema():
     verify_metadata(meta_file=META, filepath=str(SCHEMA), hash_val="06954cad2cc5d3784e72077ac76f0fc8",
@@ -97,27 +79,43 @@ def test_precision_trains_mixed_and_reports_full(workflow_type, config, hippocam
     assert engine.network is engine_network
 
 
-def test_bundle_root_is_the_bundle_from_any_working_directory(tmp_path, monkeypatch):
+@pytest.mark.parametrize("config", [TRAIN, INFER])
+def test_bundle_root_is_read_as_a_plain_config_value(config):
+    """The Zoo's tools and MONAI Label read the configs with a plain ConfigParser: bundle_root is '.' there, and
+    they override it with the bundle's folder."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(config)
+    assert parser.get_parsed_content("bundle_root") == "."
+    parser["bundle_root"] = str(BUNDLE_ROOT)
+    assert parser.get_parsed_content("ckpt_dir") == str(BUNDLE_ROOT) + "/models"
+
+
+@pytest.mark.parametrize("config,workflow_type", [(TRAIN, "train"), (INFER, "infer")])
+def test_bundle_root_given_works_from_any_working_directory(tmp_path, monkeypatch, config, workflow_type):
+    """From another folder, --bundle_root <bundle> (MONAI's way) finds the bundle's scripts and shipped weights."""
     monkeypatch.chdir(tmp_path)
-    workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train", ckpt_dir=str(tmp_path))
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != BUNDLE_ROOT])
+    overrides = {"ckpt_dir": str(tmp_path)} if workflow_type == "train" else {}
+    workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
+                              bundle_root=str(BUNDLE_ROOT), **overrides)
+    workflow.parser["initialize"] = ["@check_bundle_root", "@bundle_on_path"]
     workflow.initialize()
-    assert Path(workflow.bundle_root) == BUNDLE_ROOT
     assert str(BUNDLE_ROOT) in sys.path
+    assert workflow.parser.get_parsed_content("network_def").__class__.__module__.startswith("scripts.networks")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, hippocampus_dir):
-    """Train two epochs on 4 + 4 shared cases; returns the run's folder."""
-    tmp = tmp_path_factory.mktemp("train")
-    workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train",
-                              **{**quick_overrides(tmp, hippocampus_dir), "train#trainer#max_epochs": 2})
-    workflow.initialize()
-    workflow.run()
-    trainer = workflow.trainer
-    workflow.finalize()
-    assert trainer.state.epoch == 2
-    assert np.isfinite(float(trainer.state.output[0]["loss"]))
-    return tmp
+@pytest.mark.parametrize("config,workflow_type", [(TRAIN, "train"), (INFER, "infer")])
+def test_a_working_directory_that_is_no_bundle_names_bundle_root(tmp_path, monkeypatch, config, workflow_type):
+    """Without --bundle_root, '.' must be the bundle: elsewhere the run stops before it writes models/ there."""
+    monkeypatch.chdir(tmp_path)
+    workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type)
+    with pytest.raises(Exception) as err:
+        workflow.initialize()
+    message = "".join(str(e) for e in exception_chain(err.value))
+    assert "bundle_root" in message and "--bundle_root" in message and str(tmp_path) in message
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_training_writes_a_plain_state_dict(trained):
@@ -136,7 +134,8 @@ def test_training_on_all_cases_saves_the_last_weights_without_validating(hippoca
     overrides["train#trainer#max_epochs"] = 2
     workflow = ConfigWorkflow(config_file=TRAIN_ALL_CASES, meta_file=META, workflow_type="train", **overrides)
     workflow.initialize()
-    assert workflow.parser.get_parsed_content("train#dataset#data#split") == "all"
+    every_case = workflow.parser.get_parsed_content("datalist")(split="all")
+    assert workflow.parser.get_parsed_content("train#dataset#data") == every_case
     workflow.run()
     network = workflow.parser.get_parsed_content("network")
     validator = workflow.parser.get_parsed_content("validate#evaluator")
@@ -145,29 +144,6 @@ def test_training_on_all_cases_saves_the_last_weights_without_validating(hippoca
     assert validator.state.iteration == 0  # never validated
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert all(torch.equal(state[k], v.cpu()) for k, v in network.state_dict().items())
-
-
-def test_weight_averaging_saves_its_averages_beside_the_run_s_own_weights(hippocampus_dir, tmp_path):
-    """configs/experiments/weight_averaging.json with val_interval 0: model.pt holds the last epoch's weights as
-    without the overlay, and ema_fast/ and ema_slow/ each hold a model.pt of averaged weights that evaluate.json
-    can load (--ckpt_dir <models>/ema_fast)."""
-    overrides = {**quick_overrides(tmp_path, hippocampus_dir), "val_interval": 0, "train#trainer#max_epochs": 2}
-    workflow = ConfigWorkflow(config_file=[TRAIN, str(CONFIGS / "experiments" / "weight_averaging.json")],
-                              meta_file=META, workflow_type="train", **overrides)
-    workflow.initialize()
-    workflow.run()
-    network = workflow.parser.get_parsed_content("network")
-    iterations = workflow.trainer.state.iteration
-    workflow.finalize()
-    models = tmp_path / "models"
-    last = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
-    assert iterations > 0 and all(torch.equal(last[k], v.cpu()) for k, v in network.state_dict().items())
-    averages = [torch.load(models / name / "model.pt", map_location="cpu", weights_only=True)
-                for name in ("ema_fast", "ema_slow")]
-    for average in averages:
-        network.load_state_dict(average, strict=True)
-        assert not torch.equal(average["final_conv.weight"], last["final_conv.weight"])
-    assert not torch.equal(averages[0]["final_conv.weight"], averages[1]["final_conv.weight"])  # own momenta
 
 
 def test_training_keeps_a_copy_of_an_existing_model(hippocampus_dir, tmp_path):
@@ -201,7 +177,7 @@ def _train(tmp: Path, hippocampus_dir: Path, interrupt_before_epoch: int | None 
         workflow.trainer.add_event_handler(Events.EPOCH_STARTED(once=interrupt_before_epoch), interrupt)
         with pytest.raises(Exception) as err:
             workflow.run()
-        assert any(isinstance(e, _Interruption) for e in _chain(err.value))
+        assert any(isinstance(e, _Interruption) for e in exception_chain(err.value))
         return None
     workflow.run()
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
@@ -228,7 +204,7 @@ def test_interrupted_training_resumes_to_the_same_model(hippocampus_dir, tmp_pat
 def test_resume_without_a_training_state_names_the_setting(hippocampus_dir, tmp_path):
     with pytest.raises(Exception) as err:
         _train(tmp_path, hippocampus_dir, resume=True)
-    message = "".join(str(e) for e in _chain(err.value))
+    message = "".join(str(e) for e in exception_chain(err.value))
     assert "config id 'resume'" in message and str(tmp_path / "models" / "training_state.pt") in message
 
 
@@ -270,7 +246,7 @@ def test_evaluation_without_checkpoint_names_the_setting(tmp_path, hippocampus_d
                               **quick_overrides(tmp_path, hippocampus_dir))
     with pytest.raises(Exception) as err:
         workflow.initialize()
-    assert "ckpt_dir" in "".join(str(e) for e in _chain(err.value))
+    assert "ckpt_dir" in "".join(str(e) for e in exception_chain(err.value))
 
 
 def test_evaluation_into_an_output_dir_that_is_a_file_names_the_setting(trained, hippocampus_dir, tmp_path):
@@ -282,7 +258,7 @@ def test_evaluation_into_an_output_dir_that_is_a_file_names_the_setting(trained,
     with pytest.raises(Exception) as err:
         workflow.initialize()
     assert f"output_dir '{tmp_path / 'results'}': '{tmp_path / 'results'}' is a file" in \
-           "".join(str(e) for e in _chain(err.value))
+           "".join(str(e) for e in exception_chain(err.value))
     assert (tmp_path / "results").read_text() == "the user's"
 
 
@@ -300,12 +276,6 @@ def test_a_checkpoint_of_another_network_is_named_before_any_case_is_read(traine
     assert not (tmp_path / "eval").exists()
 
 
-def _chain(exc):
-    while exc is not None:
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
 def _initialize_error(config: str | list, workflow_type: str, settings: dict, tmp: Path, hippocampus_dir: Path) -> str:
     """The message of the error a workflow's initialize must stop with (inference reads two shared images)."""
     if workflow_type == "infer":
@@ -313,7 +283,7 @@ def _initialize_error(config: str | list, workflow_type: str, settings: dict, tm
     workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type, **settings)
     with pytest.raises(Exception) as err:
         workflow.initialize()
-    return "".join(str(e) for e in _chain(err.value))
+    return "".join(str(e) for e in exception_chain(err.value))
 
 
 @pytest.mark.parametrize("config, workflow_type", [(TRAIN, "train"), (EVALUATE, "eval"), (INFER, "infer")])
@@ -396,7 +366,7 @@ def test_inference_refuses_to_overwrite_inputs(trained, hippocampus_dir, tmp_pat
                               network_options=TINY_NET)
     with pytest.raises(Exception) as err:
         workflow.initialize()
-    assert "output_dir" in "".join(str(e) for e in _chain(err.value))
+    assert "output_dir" in "".join(str(e) for e in exception_chain(err.value))
     assert all(p.is_symlink() for p in inputs.iterdir())  # nothing overwritten
 
 
@@ -408,7 +378,7 @@ def test_inference_names_an_image_it_cannot_segment_before_writing_anything(trai
                               output_dir=str(tmp_path / "out"), network_options=TINY_NET)
     with pytest.raises(Exception) as err:
         workflow.initialize()
-    message = "".join(str(e) for e in _chain(err.value))
+    message = "".join(str(e) for e in exception_chain(err.value))
     assert f"'{inputs / 'slice.nii.gz'}': a 2-D image" in message and "hippocampus_001" not in message
     assert not (tmp_path / "out").exists()
 
@@ -445,7 +415,7 @@ def test_shipped_model_runs_from_another_directory(hippocampus_dir, tmp_path):
     inputs = _two_images(tmp_path, hippocampus_dir)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--meta_file", META, "--config_file", INFER,
-           "--dataset_dir", str(inputs), "--output_dir", str(tmp_path / "out")]
+           "--bundle_root", str(BUNDLE_ROOT), "--dataset_dir", str(inputs), "--output_dir", str(tmp_path / "out")]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     _assert_predictions_match_inputs(inputs, tmp_path / "out")
@@ -503,80 +473,3 @@ def test_shipped_weights_match_large_files_and_every_config():
                                   bundle_root=str(BUNDLE_ROOT), device="cpu")
         network = workflow.parser.get_parsed_content("network_def", instantiate=True)
         network.load_state_dict(state, strict=True)
-
-
-OVERLAYS_OF_TRAIN = [*sorted((CONFIGS / "experiments").glob("*.json")), CONFIGS / "train_all_cases.json"]
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS_OF_TRAIN, ids=lambda p: p.stem)
-def test_experiment_overlays_build_on_train(overlay, hippocampus_dir, tmp_path):
-    """Each committed experiment overlay, and train_all_cases.json, still applies to train.json (+ evaluate.json):
-    every id it overrides exists there, every id it adds is used by the overlay itself (so a misspelt override
-    cannot pass as a new id), and its parts build."""
-    from monai.bundle import ConfigParser
-    parser = ConfigParser()
-    parser.read_config([*EVALUATE, str(overlay)])
-    parser["dataset_dir"] = str(hippocampus_dir)
-    # the shipped weights, in a folder of the test's own: building a saver creates its folder under ckpt_dir
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "model.pt").symlink_to(BUNDLE_ROOT / "models" / "model.pt")
-    parser["ckpt_dir"] = str(tmp_path / "models")
-    parser["data_limit"] = 2  # an overlay of the optimiser or schedule builds the data loader: keep it small
-    base_ids = ConfigParser(ConfigParser.load_config_files(EVALUATE))
-    text = overlay.read_text()
-    for key in json.loads(text):
-        if not key.startswith("_"):
-            assert key in base_ids or f"@{key}" in text, (
-                f"{overlay.name} overrides '{key}', which neither train.json nor evaluate.json has")
-            assert parser.get_parsed_content(key) is not None
-
-
-def _ensemble_workflow(run_dir: Path, hippocampus_dir: Path, checkpoints: list, output: str) -> ConfigWorkflow:
-    return ConfigWorkflow(config_file=[*EVALUATE, str(CONFIGS / "experiments" / "ensemble.json")], meta_file=META,
-                          workflow_type="eval", **{**quick_overrides(run_dir, hippocampus_dir),
-                                                   "output_dir": str(run_dir / output),
-                                                   "ensemble_ckpts": [str(c) for c in checkpoints]})
-
-
-def test_ensemble_of_one_model_twice_scores_as_the_model(trained, hippocampus_dir):
-    """configs/experiments/ensemble.json: two copies of a model give that model's per-case Dice."""
-    workflow = _ensemble_workflow(trained, hippocampus_dir, [trained / "models" / "model.pt"] * 2, "ensemble_same")
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    single = ConfigWorkflow(config_file=EVALUATE, meta_file=META, workflow_type="eval",
-                            **{**quick_overrides(trained, hippocampus_dir), "output_dir": str(trained / "single")})
-    single.initialize()
-    single.run()
-    single.finalize()
-    rows = [(trained / out / "val_mean_dice_raw.csv").read_text().strip().splitlines()
-            for out in ("ensemble_same", "single")]
-    assert len(rows[0]) == 1 + 4 and rows[0] == rows[1]
-
-
-def test_ensemble_averages_member_probabilities(trained, hippocampus_dir, tmp_path):
-    """The ensemble's label map is the argmax of the mean of its members' softmax probabilities."""
-    state = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
-    torch.manual_seed(0)
-    other = {k: v + 0.3 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
-    torch.save(other, tmp_path / "other.pt")
-    workflow = _ensemble_workflow(trained, hippocampus_dir, [trained / "models" / "model.pt", tmp_path / "other.pt"],
-                                  "ensemble_two")
-    workflow.initialize()
-    workflow.run()
-    outputs = workflow.evaluator.state.output
-    workflow.finalize()
-    for item in outputs:
-        assert not torch.allclose(item["pred0"], item["pred1"])
-        expected = torch.argmax((item["pred0"] + item["pred1"]) / 2, dim=0)
-        assert torch.equal(torch.argmax(item["pred"], dim=0), expected)
-
-
-def test_ensemble_with_a_missing_member_names_the_setting(trained, hippocampus_dir, tmp_path):
-    workflow = _ensemble_workflow(trained, hippocampus_dir, [trained / "models" / "model.pt", tmp_path / "no.pt"],
-                                  "ensemble_missing")
-    with pytest.raises(Exception) as err:
-        workflow.initialize()
-    message = "".join(str(e) for e in _chain(err.value))
-    assert "ensemble_ckpts" in message and "no.pt" in message
-    assert not (trained / "ensemble_missing").exists()  # stopped before any work

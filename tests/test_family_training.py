@@ -1,6 +1,6 @@
 """Every registered network trains for an epoch (and validates, and saves a checkpoint) in the bundle's train
 workflow, chosen by `network_name` with small widths in `network_options`. UNet++ also trains with deep
-supervision through the overrides documented in docs/networks.md."""
+supervision through the overrides documented in research/networks.md."""
 
 import math
 

@@ -16,7 +16,7 @@ from monai.bundle import ConfigWorkflow
 
 from conftest import BUNDLE_ROOT
 from scripts.distributed import TORCHRUN_VARIABLES
-from test_bundle import CONFIGS, EVALUATE, META, TINY_NET, TRAIN, _chain, own_ckpt_dir
+from conftest import CONFIGS, EVALUATE, META, TINY_NET, TRAIN, exception_chain, own_ckpt_dir
 
 MULTI_TRAIN = [TRAIN, str(CONFIGS / "multi_gpu_train.json")]
 MULTI_EVALUATE = EVALUATE + [str(CONFIGS / "multi_gpu_evaluate.json")]
@@ -157,7 +157,7 @@ def test_overlay_without_torchrun_says_how_to_launch(tmp_path, hippocampus_dir, 
                               bundle_root=str(BUNDLE_ROOT), dataset_dir=str(hippocampus_dir), download=False)
     with pytest.raises(Exception) as err:
         workflow.initialize()
-    message = "".join(str(e) for e in _chain(err.value))
+    message = "".join(str(e) for e in exception_chain(err.value))
     assert "torchrun" in message and "LOCAL_RANK" in message
 
 

@@ -13,7 +13,7 @@ Outputs:
 * ``deep_supervision=True`` in training mode: **one** tensor ``(B, depth, C, *S)``, the heads of
   ``x[0][1] .. x[0][depth]`` stacked on dim 1 (not a list, so the module stays TorchScript-able and
   engines that move ``pred`` around keep working). Train it with
-  :class:`scripts.networks.deep_supervision.StackedDeepSupervisionLoss` (see ``docs/networks.md``).
+  :class:`scripts.networks.deep_supervision.StackedDeepSupervisionLoss` (see ``research/networks.md``).
 * otherwise (training without deep supervision, and **always in eval mode**): one tensor ``(B, C, *S)``, the
   head of ``x[0][eval_head]`` -- so MONAI's inferers (``SlidingWindowInferer``) work. ``eval_head`` defaults to
   ``depth`` (the full UNet++); a smaller value runs the pruned UNet++ L\\ :sub:`eval_head`: only the nodes that

@@ -1,0 +1,71 @@
+"""The benchmark CLI measures and reports correctly (its numbers are speed results, not test targets)."""
+
+import json
+
+import pytest
+from conftest import msd_subset_folder
+
+from research import benchmark
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_measure_one_forward_at_the_bundle_setting(precision):
+    row = benchmark.measure("xunet_fast", "bundle", "forward", repeats=2, device="cpu", precision=precision)
+    assert row["network"] == "xunet_fast" and row["setting"] == "bundle" and row["precision"] == precision
+    assert len(row["times_s"]) == 2 and row["median_s"] > 0
+
+
+def test_table_reports_ratios_to_basicunet():
+    rows = []
+    for net, forward, train, mem in [("basicunet", 1.0, 2.0, 100.0), ("xunet_straightforward", 4.0, 10.0, 300.0),
+                                     ("xunet_fast", 1.5, 3.0, 120.0)]:
+        rows.append({"network": net, "setting": "2d", "mode": "forward", "median_s": forward, "peak_mem_mb": 0.0})
+        rows.append({"network": net, "setting": "2d", "mode": "train", "median_s": train, "peak_mem_mb": mem})
+    bundle = {"straightforward float32": {"epoch_s": 100.0, "inference_per_volume_s": 1.0, "volumes": 3,
+                                          "train_cases": 5},
+              "fast float32": {"epoch_s": 50.0, "inference_per_volume_s": 0.4, "volumes": 3, "train_cases": 5}}
+    meta = {"command": "python -m research.benchmark run", "device": "CPU", "cpu_threads": 2, "torch": "x",
+            "date": "today", "repeats": 3, "memory_note": "RSS", "precision": "float32"}
+    text = benchmark._format(rows, bundle, meta)
+    assert "| xunet_fast | 1.500 | 1.50 | 3.000 | 1.50 | 120 | 1.20 |" in text
+    assert "forward 2.67x faster, forward+backward 3.33x faster" in text
+    assert "| fast float32 | 50.0 | 0.400 |" in text and "| straightforward float32 | 100.0 | 1.000 |" in text
+
+
+def test_multiply_adds_are_counted_without_computing():
+    rows = [benchmark.count_macs(net, "bundle") for net in benchmark.NETWORKS]
+    by = {r["network"]: r for r in rows}
+    for r in rows:  # forward+backward does about twice the forward's work again
+        assert 2.5 * r["forward_macs"] < r["train_macs"] < 3.5 * r["forward_macs"]
+    # the exact fast path does a fraction of the straightforward path's work, close to BasicUNet's
+    assert by["xunet_fast"]["forward_macs"] < 0.5 * by["xunet_straightforward"]["forward_macs"]
+    assert by["basicunet"]["forward_macs"] < by["xunet_fast"]["forward_macs"]
+    text = benchmark._format_macs(rows)
+    assert "| xunet_fast |" in text and "The straightforward path does" in text
+
+
+def test_profile_writes_one_table_per_network(tmp_path):
+    out = tmp_path / "profile.md"
+    benchmark.profile(["basicunet", "xunet_fast"], "bundle", rows=5, out=str(out))
+    text = out.read_text()
+    assert text.count("forward+backward, bundle training patch") == 2
+    assert "basicunet forward+backward" in text and "xunet_fast forward+backward" in text
+    assert "Self CPU time total" in text
+
+
+def test_the_bundle_epoch_benchmark_pairs_xunet_with_basicunet_in_each_round(tmp_path, hippocampus_dir):
+    """`python -m research.benchmark bundle`: one epoch of train.json per network and round, on a few cases here."""
+    cases = ["hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006", "hippocampus_008"]
+    data = msd_subset_folder(tmp_path / "data", hippocampus_dir, cases)
+    out_md, out_json = tmp_path / "epoch.md", tmp_path / "epoch.json"
+    benchmark.bundle(str(data), rounds=2, repeats_volumes=1, out_md=str(out_md), out_json=str(out_json))
+    text = out_md.read_text()
+    assert "| BasicUNet float32 |" in text and "| XUNet fast float32 |" in text
+    assert "straightforward" not in text  # left out unless asked for: it takes twice as long as the others
+    basic_row = next(line for line in text.splitlines() if line.startswith("| BasicUNet float32 |"))
+    assert basic_row.count("| 1.00 (1.00-1.00) |") == 2  # BasicUNet against itself, epoch and inference
+    rounds = json.loads(out_json.read_text())["rounds"]
+    assert len(rounds) == 2
+    for timings in rounds:
+        assert set(timings) >= {"BasicUNet float32", "XUNet fast float32"}
+        assert all(t["epoch_s"] > 0 and t["volumes"] == 1 and t["train_cases"] == 4 for t in timings.values())
