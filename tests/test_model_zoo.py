@@ -251,3 +251,18 @@ def test_zoo_lint_settings_pass_on_the_bundle(zoo_bundle):
     for cmd in (flake8, isort, black):
         done = subprocess.run(cmd, cwd=zoo_bundle, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{cmd[2]}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
+
+
+def test_zoo_pre_commit_hooks_find_nothing_to_fix():
+    """The Zoo's pre-commit hooks on the bundle's files: JSON as ``pretty-format-json --indent=4 --no-sort-keys``
+    writes it, no trailing whitespace, one newline at the end, Python files with their docstring first."""
+    for name in tracked_bundle_files():
+        path = BUNDLE_ROOT / name
+        if name.endswith((".pt", ".ts")):
+            continue
+        text = path.read_text()
+        assert text.endswith("\n") and not text.endswith("\n\n"), f"{name}: end-of-file-fixer"
+        assert not any(line != line.rstrip() for line in text.splitlines()), f"{name}: trailing-whitespace"
+        if name.endswith(".json"):
+            pretty = json.dumps(json.loads(text), indent=4, ensure_ascii=True, separators=(",", ": ")) + "\n"
+            assert text == pretty, f"{name}: pretty-format-json would rewrite it"

@@ -1,18 +1,21 @@
 """The bundle's networks, each registered by name (see :mod:`scripts.networks.registry`)."""
 
+from monai.networks.nets import BasicUNet
+
 from .attention_unet import AttentionUNet
-from .basic_unet import BasicUNet
 from .deep_supervision import StackedDeepSupervisionLoss, last_head
 from .init import init_weights
 from .nested_unet import NestedUNet
-from .r2attunet import R2AttUNet
-from .r2unet import R2UNet
+from .r2unet import R2AttUNet, R2UNet
 from .registry import create_network, get_network_class, list_networks, register_network
 from .resunet import ResUNet
 from .unet import UNet
 from .xunet import CrossBasicUNet, UpCatAll, XUNet
 from .xunet_attn import XUNetAttn
 from .xunet_light import XUNetLight
+
+# MONAI's BasicUNet, registered as the family's baseline
+register_network("basicunet", "basic_unet")(BasicUNet)
 
 __all__ = [
     "AttentionUNet",

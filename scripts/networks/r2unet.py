@@ -1,4 +1,5 @@
-"""R2U-Net (Alom et al., 2018: recurrent residual convolutional U-Net) for 1D, 2D and 3D.
+"""R2U-Net (Alom et al., 2018: recurrent residual convolutional U-Net) and R2AttU-Net (R2U-Net with the attention
+gates of Attention U-Net on its skips), for 1D, 2D and 3D.
 
 Every conv block of the U-Net is a :class:`~.blocks.RRCNNBlock`: a 1x1 convolution matching the channels, then
 two recurrent convolutional layers (:class:`~.blocks.RecurrentConv`) with a residual connection. The recurrent
@@ -14,7 +15,7 @@ import torch.nn as nn
 from .blocks import GatedUNetSkeleton, RRCNNBlock
 from .registry import register_network
 
-__all__ = ["R2UNet"]
+__all__ = ["R2AttUNet", "R2UNet"]
 
 
 @register_network("r2unet", "r2u_net")
@@ -69,3 +70,19 @@ class R2UNet(GatedUNetSkeleton):
             act=act, norm=norm, bias=bias, interp_mode=interp_mode, align_corners=align_corners,
         )
         self.steps = steps
+
+
+@register_network("r2attunet", "r2attu_net", "r2_att_unet")
+class R2AttUNet(R2UNet):
+    """R2U-Net whose skips pass through :class:`~.blocks.AttentionGate` (gated by the upsampled decoder map) before
+    the concatenation. Same arguments as :class:`~.r2unet.R2UNet`;
+    ``(B, in_channels, *S) -> (B, out_channels, *S)`` for any ``S``.
+
+    Example::
+
+        >>> net = R2AttUNet(spatial_dims=1, in_channels=2, out_channels=3, features=(8, 16, 32))
+        >>> net(torch.zeros(2, 2, 37)).shape
+        torch.Size([2, 3, 37])
+    """
+
+    attention = True
