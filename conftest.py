@@ -111,8 +111,12 @@ def msd_subset_folder(folder: Path, hippocampus_dir: Path, cases: list[str]) -> 
 def trained(tmp_path_factory, hippocampus_dir):
     """Train two epochs on 4 + 4 shared cases; returns the run's folder."""
     tmp = tmp_path_factory.mktemp("train")
-    workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train",
-                              **{**quick_overrides(tmp, hippocampus_dir), "train#trainer#max_epochs": 2})
+    workflow = ConfigWorkflow(
+        config_file=TRAIN,
+        meta_file=META,
+        workflow_type="train",
+        **{**quick_overrides(tmp, hippocampus_dir), "train#trainer#max_epochs": 2},
+    )
     workflow.initialize()
     workflow.run()
     trainer = workflow.trainer

@@ -41,9 +41,22 @@ def metadata_pins(meta_file: Path) -> dict[str, str]:
 def pip_dry_run(packages: list[str], python: str, no_deps: bool) -> tuple[int, str, list[dict]]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-               "--report", str(report), "--python-version", python, "--only-binary=:all:",
-               "--target", str(Path(tmp) / "target")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            "--python-version",
+            python,
+            "--only-binary=:all:",
+            "--target",
+            str(Path(tmp) / "target"),
+        ]
         for n in (5, 12, 17, 24, 26, 27, 28, 31, 34, 35):
             cmd += ["--platform", f"manylinux_2_{n}_x86_64"]
         cmd += ["--platform", "manylinux2014_x86_64", "--platform", "manylinux1_x86_64", "--platform", "any"]
@@ -61,9 +74,17 @@ def check_python(pins: dict[str, str], python: str) -> list[str]:
     code, errors, installs = pip_dry_run(pinned, python, no_deps=True)
     if code:
         return [f"Python {python}: a pinned version has no distribution for it:\n{errors}"]
-    environment = {"python_version": python, "python_full_version": f"{python}.0", "sys_platform": "linux",
-                   "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-                   "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+    environment = {
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "extra": "",
+    }
     others = set()
     for item in installs:
         owner = canonicalize_name(item["metadata"]["name"])
@@ -74,8 +95,10 @@ def check_python(pins: dict[str, str], python: str) -> list[str]:
                 continue
             if name in pins:
                 if not requirement.specifier.contains(pins[name], prereleases=True):
-                    problems.append(f"Python {python}: {owner}=={pins[owner]} requires {text}, "
-                                    f"but metadata.json pins {name}=={pins[name]}")
+                    problems.append(
+                        f"Python {python}: {owner}=={pins[owner]} requires {text}, "
+                        f"but metadata.json pins {name}=={pins[name]}"
+                    )
             elif not (owner == "torch" and name.startswith(TORCH_PLATFORM_PREFIXES)):
                 others.add(str(requirement).split(";")[0])
     rest = [p for p in pinned if canonicalize_name(p.split("==")[0]) not in NEEDS_TORCH]

@@ -15,7 +15,6 @@ input (``ru_maxrss``), so it counts activations, gradients and workspace.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import resource
 import statistics
@@ -47,10 +46,24 @@ def _bundle_setting() -> dict:
 
 
 SETTINGS = {
-    "2d": {"name": "2d", "description": "2D 256x256, batch 4, seed features", "spatial_dims": 2, "in_channels": 1,
-           "out_channels": 1, "shape": [4, 1, 256, 256], "features": list(SEED_FEATURES)},
-    "3d": {"name": "3d", "description": "3D 96^3, batch 1, default features", "spatial_dims": 3, "in_channels": 1,
-           "out_channels": 3, "shape": [1, 1, 96, 96, 96], "features": list(DEFAULT_FEATURES)},
+    "2d": {
+        "name": "2d",
+        "description": "2D 256x256, batch 4, seed features",
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 1,
+        "shape": [4, 1, 256, 256],
+        "features": list(SEED_FEATURES),
+    },
+    "3d": {
+        "name": "3d",
+        "description": "3D 96^3, batch 1, default features",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 3,
+        "shape": [1, 1, 96, 96, 96],
+        "features": list(DEFAULT_FEATURES),
+    },
 }
 NETWORKS = ("basicunet", "xunet_straightforward", "xunet_fast")
 
@@ -63,8 +76,12 @@ def _setting(name: str) -> dict:
 def _build(network: str, setting: dict) -> torch.nn.Module:
     from scripts.networks import BasicUNet, XUNet
 
-    args = dict(spatial_dims=setting["spatial_dims"], in_channels=setting["in_channels"],
-                out_channels=setting["out_channels"], features=tuple(setting["features"]))
+    args = dict(
+        spatial_dims=setting["spatial_dims"],
+        in_channels=setting["in_channels"],
+        out_channels=setting["out_channels"],
+        features=tuple(setting["features"]),
+    )
     if network == "basicunet":
         return BasicUNet(**args)
     return XUNet(**args, fast=(network == "xunet_fast"))
@@ -81,14 +98,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(network: str, setting: str, mode: str, repeats: int = 3, device: str = "auto",
-            precision: str = "float32") -> dict:
+def measure(
+    network: str, setting: str, mode: str, repeats: int = 3, device: str = "auto", precision: str = "float32"
+) -> dict:
     """One measurement (used by :func:`run` in a child process): ``mode`` is "forward" or "train";
     ``precision`` is the bundle's setting of that name (``float32`` or ``bfloat16`` autocast)."""
     from scripts.precision import with_autocast
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     cfg = _setting(setting)
     torch.manual_seed(0)
     model = _build(network, cfg).to(dev)
@@ -120,13 +139,31 @@ def measure(network: str, setting: str, mode: str, repeats: int = 3, device: str
         step()
         _sync(dev)
         times.append(time.perf_counter() - start)
-    return {"network": network, "setting": setting, "mode": mode, "median_s": statistics.median(times),
-            "times_s": times, "peak_mem_mb": peak / 2**20, "device": str(dev), "precision": precision}
+    return {
+        "network": network,
+        "setting": setting,
+        "mode": mode,
+        "median_s": statistics.median(times),
+        "times_s": times,
+        "peak_mem_mb": peak / 2**20,
+        "device": str(dev),
+        "precision": precision,
+    }
 
 
 def _child(network: str, setting: str, mode: str, repeats: int, device: str, precision: str = "float32") -> dict:
-    cmd = [sys.executable, "-m", "research.benchmark", "measure", network, setting, mode, f"--repeats={repeats}",
-           f"--device={device}", f"--precision={precision}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "research.benchmark",
+        "measure",
+        network,
+        setting,
+        mode,
+        f"--repeats={repeats}",
+        f"--device={device}",
+        f"--precision={precision}",
+    ]
     out = subprocess.run(cmd, cwd=BUNDLE_ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -149,22 +186,33 @@ def bundle_timings(dataset_dir: str, repeats_volumes: int = 10, straightforward:
     features = ConfigParser.load_config_file(BUNDLE_ROOT / "configs" / "train.json")["network_options"]["xunet"]
     basicunet = {"network_name": "basicunet", "network_options": {"basicunet": dict(features)}}
     # (row name, config overrides, fast XUNet path or None for a network without one, precision)
-    variants = [("BasicUNet float32", basicunet, None, "float32"),
-                *([("XUNet straightforward float32", {}, False, "float32")] if straightforward else []),
-                ("XUNet fast float32", {}, True, "float32")]
+    variants = [
+        ("BasicUNet float32", basicunet, None, "float32"),
+        *([("XUNet straightforward float32", {}, False, "float32")] if straightforward else []),
+        ("XUNet fast float32", {}, True, "float32"),
+    ]
     if fast_precision(device) != "float32":
         variants.append((f"XUNet fast {fast_precision(device)}", {}, True, fast_precision(device)))
     results = {}
     work_dir = tempfile.TemporaryDirectory(prefix="xunet_benchmark_")  # the epoch's weights and logs, thrown away
     for index, (name, network_overrides, fast, precision) in enumerate(variants):
         overrides = {
-            "dataset_dir": dataset_dir, "bundle_root": str(BUNDLE_ROOT), "ckpt_dir": f"{work_dir.name}/{index}/models",
-            "tensorboard_dir": f"{work_dir.name}/{index}/runs", "val_interval": 0, "download": False,
-            "train#trainer#max_epochs": 1, "precision": precision, **network_overrides,
+            "dataset_dir": dataset_dir,
+            "bundle_root": str(BUNDLE_ROOT),
+            "ckpt_dir": f"{work_dir.name}/{index}/models",
+            "tensorboard_dir": f"{work_dir.name}/{index}/runs",
+            "val_interval": 0,
+            "download": False,
+            "train#trainer#max_epochs": 1,
+            "precision": precision,
+            **network_overrides,
         }
-        workflow = ConfigWorkflow(config_file=str(BUNDLE_ROOT / "configs" / "train.json"),
-                                  meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"), workflow_type="train",
-                                  **overrides)
+        workflow = ConfigWorkflow(
+            config_file=str(BUNDLE_ROOT / "configs" / "train.json"),
+            meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"),
+            workflow_type="train",
+            **overrides,
+        )
         workflow.initialize()
         network = workflow.parser.get_parsed_content("network")
         if fast is not None:
@@ -185,8 +233,10 @@ def bundle_timings(dataset_dir: str, repeats_volumes: int = 10, straightforward:
                 per_volume.append(time.perf_counter() - start)
         workflow.finalize()
         results[name] = {
-            "epoch_s": epoch_s, "inference_per_volume_s": statistics.median(per_volume),
-            "volumes": len(per_volume), "train_cases": len(workflow.parser.get_parsed_content("train#dataset")),
+            "epoch_s": epoch_s,
+            "inference_per_volume_s": statistics.median(per_volume),
+            "volumes": len(per_volume),
+            "train_cases": len(workflow.parser.get_parsed_content("train#dataset")),
         }
     work_dir.cleanup()
     return results
@@ -218,47 +268,77 @@ def _ratio(runs: dict, base: dict, key: str) -> str:
 
 
 def _format(rows: list[dict], bundle: dict | None, meta: dict) -> str:
-    lines = ["# XUNet benchmarks", "",
-             f"Produced by `{meta['command']}` on {meta['device']} ({meta['cpu_threads']} threads), "
-             f"torch {meta['torch']}, {meta['date']}, {meta.get('precision', 'float32')}. Median of {meta['repeats']} timed runs after one warm-up; "
-             f"each measurement in a fresh process; {meta.get('rounds', 1)} round(s), the networks taking turns in "
-             "each. Ratios are to MONAI BasicUNet at the same setting, measured within a round; with several rounds, "
-             "the median ratio and its range over rounds. "
-             f"Peak memory: {meta['memory_note']}", ""]
+    lines = [
+        "# XUNet benchmarks",
+        "",
+        f"Produced by `{meta['command']}` on {meta['device']} ({meta['cpu_threads']} threads), "
+        f"torch {meta['torch']}, {meta['date']}, {meta.get('precision', 'float32')}. "
+        f"Median of {meta['repeats']} timed runs after one warm-up; "
+        f"each measurement in a fresh process; {meta.get('rounds', 1)} round(s), the networks taking turns in "
+        "each. Ratios are to MONAI BasicUNet at the same setting, measured within a round; with several rounds, "
+        "the median ratio and its range over rounds. "
+        f"Peak memory: {meta['memory_note']}",
+        "",
+    ]
     for setting in dict.fromkeys(r["setting"] for r in rows):
         cfg = _setting(setting)
-        lines += [f"## {cfg['description']}: input {cfg['shape']}, features {list(cfg['features'])}", "",
-                  "| network | forward s | x BasicUNet | forward+backward s | x BasicUNet | train peak MB | x BasicUNet |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {cfg['description']}: input {cfg['shape']}, features {list(cfg['features'])}",
+            "",
+            "| network | forward s | x BasicUNet | forward+backward s | x BasicUNet | train peak MB | x BasicUNet |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         by = _by_round(rows, setting)
         for net in NETWORKS:
             if (net, "forward") not in by or (net, "train") not in by:
                 continue
             f, t = by[(net, "forward")], by[(net, "train")]
             bf, bt = by[("basicunet", "forward")], by[("basicunet", "train")]
-            lines.append(f"| {net} | {_median(f, 'median_s'):.3f} | {_ratio(f, bf, 'median_s')} | "
-                         f"{_median(t, 'median_s'):.3f} | {_ratio(t, bt, 'median_s')} | {_median(t, 'peak_mem_mb'):.0f} | "
-                         f"{_ratio(t, bt, 'peak_mem_mb')} |")
+            lines.append(
+                f"| {net} | {_median(f, 'median_s'):.3f} | {_ratio(f, bf, 'median_s')} | "
+                f"{_median(t, 'median_s'):.3f} | {_ratio(t, bt, 'median_s')} | {_median(t, 'peak_mem_mb'):.0f} | "
+                f"{_ratio(t, bt, 'peak_mem_mb')} |"
+            )
         if ("xunet_straightforward", "train") in by and ("xunet_fast", "train") in by:
             slow, fast = by[("xunet_straightforward", "train")], by[("xunet_fast", "train")]
             slow_f, fast_f = by[("xunet_straightforward", "forward")], by[("xunet_fast", "forward")]
-            lines += ["", f"Fast vs straightforward XUNet: forward {_ratio(slow_f, fast_f, 'median_s')}x "
-                          f"faster, forward+backward {_ratio(slow, fast, 'median_s')}x faster."]
+            lines += [
+                "",
+                f"Fast vs straightforward XUNet: forward {_ratio(slow_f, fast_f, 'median_s')}x "
+                f"faster, forward+backward {_ratio(slow, fast, 'median_s')}x faster.",
+            ]
         lines.append("")
     if bundle:
-        lines += ["## The bundle (configs/train.json on MSD Task04 Hippocampus)", "",
-                  "| network, path, precision | training epoch s | inference per volume s |", "|---|---:|---:|"]
+        lines += [
+            "## The bundle (configs/train.json on MSD Task04 Hippocampus)",
+            "",
+            "| network, path, precision | training epoch s | inference per volume s |",
+            "|---|---:|---:|",
+        ]
         lines += [f"| {name} | {b['epoch_s']:.1f} | {b['inference_per_volume_s']:.3f} |" for name, b in bundle.items()]
         last = list(bundle.values())[-1]
-        lines += ["", f"One epoch = {last['train_cases']} training cases; inference = median over {last['volumes']} "
-                  "validation volumes with the bundle's SlidingWindowInferer. The training config's default "
-                  "precision is the last row's.", ""]
+        lines += [
+            "",
+            f"One epoch = {last['train_cases']} training cases; inference = median over {last['volumes']} "
+            "validation volumes with the bundle's SlidingWindowInferer. The training config's default "
+            "precision is the last row's.",
+            "",
+        ]
     return "\n".join(lines)
 
 
-def run(settings=("2d", "3d", "bundle"), repeats: int = 3, device: str = "auto", bundle_epoch: bool = True,
-        dataset_dir: str | None = None, out_md: str = "research/results/benchmarks.md", out_json: str = "research/results/benchmarks.json",
-        precision: str = "float32", rounds: int = 1, networks=NETWORKS):
+def run(
+    settings=("2d", "3d", "bundle"),
+    repeats: int = 3,
+    device: str = "auto",
+    bundle_epoch: bool = True,
+    dataset_dir: str | None = None,
+    out_md: str = "research/results/benchmarks.md",
+    out_json: str = "research/results/benchmarks.json",
+    precision: str = "float32",
+    rounds: int = 1,
+    networks=NETWORKS,
+):
     """Measure every network at every setting, print the table and write ``out_md`` and ``out_json``.
 
     ``precision="bfloat16"`` times every network under bfloat16 autocast instead of float32. ``rounds`` > 1
@@ -273,8 +353,11 @@ def run(settings=("2d", "3d", "bundle"), repeats: int = 3, device: str = "auto",
                 for mode in ("forward", "train"):
                     row = _child(network, setting, mode, repeats, device, precision)
                     row["round"] = round_index
-                    print(f"{round_index} {setting:7s} {network:22s} {mode:8s} {row['median_s']:8.3f} s  "
-                          f"{row['peak_mem_mb']:8.0f} MB", flush=True)
+                    print(
+                        f"{round_index} {setting:7s} {network:22s} {mode:8s} {row['median_s']:8.3f} s  "
+                        f"{row['peak_mem_mb']:8.0f} MB",
+                        flush=True,
+                    )
                     rows.append(row)
     bundle = None
     if bundle_epoch:
@@ -282,12 +365,20 @@ def run(settings=("2d", "3d", "bundle"), repeats: int = 3, device: str = "auto",
         bundle = bundle_timings(data)
     meta = {
         "command": "python -m research.benchmark run " + " ".join(sys.argv[2:]),
-        "device": rows[0]["device"] if rows[0]["device"] != "cpu" else f"CPU ({platform.processor() or platform.machine()})",
-        "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": repeats,
-        "precision": precision, "rounds": rounds,
+        "device": (
+            rows[0]["device"] if rows[0]["device"] != "cpu" else f"CPU ({platform.processor() or platform.machine()})"
+        ),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "repeats": repeats,
+        "precision": precision,
+        "rounds": rounds,
         "date": time.strftime("%Y-%m-%d"),
-        "memory_note": "CUDA max_memory_allocated" if rows[0]["device"].startswith("cuda") else
-        "growth of peak RSS over the process size after building model and input (CPU)",
+        "memory_note": (
+            "CUDA max_memory_allocated"
+            if rows[0]["device"].startswith("cuda")
+            else "growth of peak RSS over the process size after building model and input (CPU)"
+        ),
     }
     text = _format(rows, bundle, meta)
     print(text)
@@ -319,31 +410,47 @@ def count_macs(network: str, setting: str) -> dict:
 
 
 def _format_macs(rows: list[dict]) -> str:
-    lines = ["# XUNet multiply-adds", "",
-             "Produced by `python -m research.benchmark macs`: multiply-adds of convolutions, transposed convolutions "
-             "and matrix products per pass, counted by torch.utils.flop_counter on the meta device. They bound what "
-             "any speed-up can reach when both paths run their convolutions equally efficiently.", ""]
+    lines = [
+        "# XUNet multiply-adds",
+        "",
+        "Produced by `python -m research.benchmark macs`: multiply-adds of convolutions, transposed convolutions "
+        "and matrix products per pass, counted by torch.utils.flop_counter on the meta device. They bound what "
+        "any speed-up can reach when both paths run their convolutions equally efficiently.",
+        "",
+    ]
     for setting in dict.fromkeys(r["setting"] for r in rows):
         cfg = _setting(setting)
         by = {r["network"]: r for r in rows if r["setting"] == setting}
         base = by["basicunet"]
-        lines += [f"## {cfg['description']}: input {cfg['shape']}, features {list(cfg['features'])}", "",
-                  "| network | forward GMAC | x BasicUNet | forward+backward GMAC | x BasicUNet |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            f"## {cfg['description']}: input {cfg['shape']}, features {list(cfg['features'])}",
+            "",
+            "| network | forward GMAC | x BasicUNet | forward+backward GMAC | x BasicUNet |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for net in NETWORKS:
             if net in by:
                 r = by[net]
-                lines.append(f"| {net} | {r['forward_macs'] / 1e9:.1f} | {r['forward_macs'] / base['forward_macs']:.2f} | "
-                             f"{r['train_macs'] / 1e9:.1f} | {r['train_macs'] / base['train_macs']:.2f} |")
+                lines.append(
+                    f"| {net} | {r['forward_macs'] / 1e9:.1f} | {r['forward_macs'] / base['forward_macs']:.2f} | "
+                    f"{r['train_macs'] / 1e9:.1f} | {r['train_macs'] / base['train_macs']:.2f} |"
+                )
         if "xunet_straightforward" in by and "xunet_fast" in by:
             slow, fast = by["xunet_straightforward"], by["xunet_fast"]
-            lines += ["", f"The straightforward path does {slow['forward_macs'] / fast['forward_macs']:.2f}x the fast "
-                          f"path's multiply-adds forward and {slow['train_macs'] / fast['train_macs']:.2f}x forward+backward."]
+            lines += [
+                "",
+                f"The straightforward path does {slow['forward_macs'] / fast['forward_macs']:.2f}x the fast "
+                f"path's multiply-adds forward and {slow['train_macs'] / fast['train_macs']:.2f}x forward+backward.",
+            ]
         lines.append("")
     return "\n".join(lines)
 
 
-def macs(settings=("2d", "3d", "bundle"), out_md: str = "research/results/benchmarks_macs.md",
-         out_json: str = "research/results/benchmarks_macs.json") -> None:
+def macs(
+    settings=("2d", "3d", "bundle"),
+    out_md: str = "research/results/benchmarks_macs.md",
+    out_json: str = "research/results/benchmarks_macs.json",
+) -> None:
     """Count every network's multiply-adds at every setting (:func:`count_macs`), print the table and write
     ``out_md`` and ``out_json``."""
     rows = [count_macs(network, setting) for setting in settings for network in NETWORKS]
@@ -376,9 +483,14 @@ def profile(network="xunet_fast", setting: str = "3d", rows: int = 15, out: str 
         Path(out).write_text(f"# Operator profiles\n\nProduced by `{command}`.\n\n```\n{text}```\n")
 
 
-def bundle(dataset_dir: str | None = None, rounds: int = 3, straightforward: bool = False, repeats_volumes: int = 10,
-           out_md: str = "research/results/benchmarks_bundle_epoch.md",
-           out_json: str = "research/results/benchmarks_bundle_epoch.json") -> None:
+def bundle(
+    dataset_dir: str | None = None,
+    rounds: int = 3,
+    straightforward: bool = False,
+    repeats_volumes: int = 10,
+    out_md: str = "research/results/benchmarks_bundle_epoch.md",
+    out_json: str = "research/results/benchmarks_bundle_epoch.json",
+) -> None:
     """The bundle's training epoch and inference, :func:`bundle_timings`, ``rounds`` times with the networks taking
     turns in each round, so a machine whose speed drifts affects them alike: the ratios to BasicUNet are paired
     within a round. Prints the table and writes ``out_md`` and ``out_json``."""
@@ -386,36 +498,51 @@ def bundle(dataset_dir: str | None = None, rounds: int = 3, straightforward: boo
     runs = []
     for round_index in range(rounds):
         runs.append(bundle_timings(data, repeats_volumes, straightforward))
-        print(f"round {round_index}: " + ", ".join(f"{name} {r['epoch_s']:.1f} s" for name, r in runs[-1].items()),
-              flush=True)
+        print(
+            f"round {round_index}: " + ", ".join(f"{name} {r['epoch_s']:.1f} s" for name, r in runs[-1].items()),
+            flush=True,
+        )
     first = runs[0]
     base = "BasicUNet float32"
     by_round = {name: dict(enumerate(r[name] for r in runs)) for name in first}  # as _ratio pairs them
     command = "python -m research.benchmark bundle " + " ".join(sys.argv[2:])
     device = "a CUDA GPU" if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
-    lines = ["# The bundle's training epoch: XUNet against BasicUNet", "",
-             f"Produced by `{command}` on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
-             f"{time.strftime('%Y-%m-%d')}. One epoch of configs/train.json ({first[base]['train_cases']} training "
-             "cases, validation off; data loading, augmentation and the optimiser included) and sliding-window "
-             f"inference (median over {first[base]['volumes']} validation volumes), per network; {rounds} round(s), "
-             "the networks taking turns in each. Median over rounds (range); ratios to BasicUNet are paired within "
-             "a round. BasicUNet has XUNet's features (configs/train.json's network_options).", "",
-             "| network, path, precision | training epoch s | x BasicUNet | inference per volume s | x BasicUNet |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        "# The bundle's training epoch: XUNet against BasicUNet",
+        "",
+        f"Produced by `{command}` on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d')}. One epoch of configs/train.json ({first[base]['train_cases']} training "
+        "cases, validation off; data loading, augmentation and the optimiser included) and sliding-window "
+        f"inference (median over {first[base]['volumes']} validation volumes), per network; {rounds} round(s), "
+        "the networks taking turns in each. Median over rounds (range); ratios to BasicUNet are paired within "
+        "a round. BasicUNet has XUNet's features (configs/train.json's network_options).",
+        "",
+        "| network, path, precision | training epoch s | x BasicUNet | inference per volume s | x BasicUNet |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, rounds_of_network in by_round.items():
         epoch = [r["epoch_s"] for r in rounds_of_network.values()]
         infer = [r["inference_per_volume_s"] for r in rounds_of_network.values()]
-        lines.append(f"| {name} | {_spread(epoch, 1)} | {_ratio(rounds_of_network, by_round[base], 'epoch_s')} | "
-                     f"{_spread(infer, 3)} | {_ratio(rounds_of_network, by_round[base], 'inference_per_volume_s')} |")
+        lines.append(
+            f"| {name} | {_spread(epoch, 1)} | {_ratio(rounds_of_network, by_round[base], 'epoch_s')} | "
+            f"{_spread(infer, 3)} | {_ratio(rounds_of_network, by_round[base], 'inference_per_volume_s')} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     Path(BUNDLE_ROOT / out_md).write_text(text)
-    Path(BUNDLE_ROOT / out_json).write_text(json.dumps({"command": command, "device": device, "rounds": runs},
-                                                       indent=1) + "\n")
+    Path(BUNDLE_ROOT / out_json).write_text(
+        json.dumps({"command": command, "device": device, "rounds": runs}, indent=1) + "\n"
+    )
 
 
 if __name__ == "__main__":
     # `measure` prints one JSON line for the parent process; `run` prints the table.
-    fire.Fire({"run": run, "profile": profile, "macs": macs,
-               "measure": lambda *a, **k: print(json.dumps(measure(*a, **k))),
-               "bundle": bundle})
+    fire.Fire(
+        {
+            "run": run,
+            "profile": profile,
+            "macs": macs,
+            "measure": lambda *a, **k: print(json.dumps(measure(*a, **k))),
+            "bundle": bundle,
+        }
+    )

@@ -25,8 +25,10 @@ def read_per_case(path: str | os.PathLike) -> tuple[list[str], dict[str, list[fl
     lines = path.read_text().splitlines()
     rows = [r for r in csv.reader(lines, delimiter="\t" if lines and "\t" in lines[0] else ",") if r]
     if not rows or rows[0][0] != "filename" or rows[0][-1] != "mean" or len(rows[0]) < 3:
-        raise ValueError(f"'{path}' is not a per-case Dice CSV (header 'filename, class0, ..., mean'): pass the "
-                         "val_mean_dice_raw.csv that run evaluating writes into output_dir.")
+        raise ValueError(
+            f"'{path}' is not a per-case Dice CSV (header 'filename, class0, ..., mean'): pass the "
+            "val_mean_dice_raw.csv that run evaluating writes into output_dir."
+        )
     cases = {}
     for row in rows[1:]:
         name = os.path.basename(row[0])
@@ -50,8 +52,10 @@ def pool_folds(paths: Sequence[str | os.PathLike]) -> tuple[list[str], dict[str,
             raise ValueError(f"'{path}' has other columns than '{paths[0]}': {header} vs {first_header}.")
         for name in cases:
             if name in seen:
-                raise ValueError(f"case '{name}' is in both '{seen[name]}' and '{path}': the folds of a "
-                                 "cross-validation hold disjoint cases; pass one CSV per fold.")
+                raise ValueError(
+                    f"case '{name}' is in both '{seen[name]}' and '{path}': the folds of a "
+                    "cross-validation hold disjoint cases; pass one CSV per fold."
+                )
             seen[name] = str(path)
         folds[str(path)] = cases
     return first_header, folds
@@ -91,8 +95,11 @@ def summarize(paths: Sequence[str | os.PathLike], class_names: Sequence[str] | N
         row(Path(path).name, list(cases.values()))
         pooled += cases.values()
     mean, se = row("**all folds**", pooled, bold_mean=True)
-    lines += ["", f"Mean Dice over {len(pooled)} held-out cases: {mean:.4f}, standard error {se:.4f} "
-              f"(95 %: {mean - 1.96 * se:.4f} to {mean + 1.96 * se:.4f})."]
+    lines += [
+        "",
+        f"Mean Dice over {len(pooled)} held-out cases: {mean:.4f}, standard error {se:.4f} "
+        f"(95 %: {mean - 1.96 * se:.4f} to {mean + 1.96 * se:.4f}).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -19,8 +19,10 @@ from scripts.precision import with_autocast
 
 __all__ = ["ensemble_members", "ensemble_pred_keys"]
 
-_FIX = ("list the model.pt files of the trained members, e.g. "
-        "--ensemble_ckpts \"['/runs/a/models/model.pt', '/runs/b/models/model.pt']\"")
+_FIX = (
+    "list the model.pt files of the trained members, e.g. "
+    "--ensemble_ckpts \"['/runs/a/models/model.pt', '/runs/b/models/model.pt']\""
+)
 
 
 def ensemble_pred_keys(checkpoints: Sequence[str | os.PathLike]) -> list[str]:

@@ -27,11 +27,14 @@ class AveragedWeightsSaver(EMAHandler):
 
     def __init__(self, network: nn.Module, momentum: float, save_dir: str, final_filename: str = "model.pt") -> None:
         if not 0.0 < momentum < 1.0:
-            raise ValueError(f"AveragedWeightsSaver momentum must lie between 0 and 1 (exclusive), got {momentum}: "
-                             "e.g. 0.001 averages over about the last 1,000 iterations.")
+            raise ValueError(
+                f"AveragedWeightsSaver momentum must lie between 0 and 1 (exclusive), got {momentum}: "
+                "e.g. 0.001 averages over about the last 1,000 iterations."
+            )
         super().__init__(network, momentum=momentum)
-        self.saver = FinalWeightsSaver(save_dir=save_dir, save_dict={"model": self.ema_model},
-                                       final_filename=final_filename)
+        self.saver = FinalWeightsSaver(
+            save_dir=save_dir, save_dict={"model": self.ema_model}, final_filename=final_filename
+        )
 
     def attach(self, engine: Engine) -> None:
         # EMAHandler reads its momentum from engine.state.<name>, so each average in a run needs a name of its own

@@ -60,26 +60,33 @@ def load_variants(path: str | os.PathLike) -> list[Variant]:
     """The variants of a screen file, checked: unique names of letters, digits, '_' and '-'; known keys."""
     entries = json.loads(Path(path).read_text())
     if not isinstance(entries, list) or not entries:
-        raise ValueError(f"'{path}' must hold a JSON list of variants: "
-                         '[{"name": "baseline"}, {"name": "lr1e-3", "overrides": {"learning_rate": 0.001}}]')
+        raise ValueError(
+            f"'{path}' must hold a JSON list of variants: "
+            '[{"name": "baseline"}, {"name": "lr1e-3", "overrides": {"learning_rate": 0.001}}]'
+        )
     variants = []
     for i, entry in enumerate(entries):
         unknown = set(entry) - {"name", "config_files", "overrides", "evaluate_weights", "comment"}
         if "name" not in entry or unknown:
-            raise ValueError(f"'{path}', variant {i}: give 'name' and optionally 'config_files', 'overrides', "
-                             f"'evaluate_weights', 'comment' (unknown keys: {sorted(unknown)}).")
+            raise ValueError(
+                f"'{path}', variant {i}: give 'name' and optionally 'config_files', 'overrides', "
+                f"'evaluate_weights', 'comment' (unknown keys: {sorted(unknown)})."
+            )
         name = str(entry["name"])
         if not _names_a_folder(name):
-            raise ValueError(f"'{path}', variant {i}: name '{name}' may hold only letters, digits, '_' and '-' "
-                             "(it names folders and files).")
+            raise ValueError(
+                f"'{path}', variant {i}: name '{name}' may hold only letters, digits, '_' and '-' "
+                "(it names folders and files)."
+            )
         if any(v.name == name for v in variants):
             raise ValueError(f"'{path}': variant name '{name}' is used twice.")
         weights = str(entry.get("evaluate_weights", ""))
         if weights and not _names_a_folder(weights):
-            raise ValueError(f"'{path}', variant {i}: evaluate_weights '{weights}' must name one sub-folder of the "
-                             "run's ckpt_dir (letters, digits, '_' and '-'), e.g. \"ema_fast\".")
-        variants.append(Variant(name, list(entry.get("config_files", [])), dict(entry.get("overrides", {})),
-                                weights))
+            raise ValueError(
+                f"'{path}', variant {i}: evaluate_weights '{weights}' must name one sub-folder of the "
+                "run's ckpt_dir (letters, digits, '_' and '-'), e.g. \"ema_fast\"."
+            )
+        variants.append(Variant(name, list(entry.get("config_files", [])), dict(entry.get("overrides", {})), weights))
     return variants
 
 
@@ -90,22 +97,55 @@ def pair_name(variant_name: str, fold: int) -> str:
 
 def _cli_args(overrides: dict) -> list[str]:
     # monai.bundle's command line goes through fire, which reads Python literals: repr, not JSON (true != True)
-    return [f"--{key}={value!r}" if not isinstance(value, str) else f"--{key}={value}"
-            for key, value in overrides.items()]
+    return [
+        f"--{key}={value!r}" if not isinstance(value, str) else f"--{key}={value}" for key, value in overrides.items()
+    ]
 
 
 def commands(variant: Variant, fold: int, dataset_dir: str, run_dir: Path, extra: dict) -> list[list[str]]:
     """The training and the evaluation command of one (variant, fold) pair, run from the bundle root."""
-    common = ["--meta_file", "configs/metadata.json", "--dataset_dir", dataset_dir, "--fold", str(fold),
-              *_cli_args({**extra, **variant.overrides})]
+    common = [
+        "--meta_file",
+        "configs/metadata.json",
+        "--dataset_dir",
+        dataset_dir,
+        "--fold",
+        str(fold),
+        *_cli_args({**extra, **variant.overrides}),
+    ]
     evaluated = run_dir / "models" / variant.evaluate_weights if variant.evaluate_weights else run_dir / "models"
     train_files = ["configs/train.json", *variant.config_files]
     eval_files = ["configs/train.json", "configs/evaluate.json", *variant.config_files]
-    train = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", repr(train_files),
-             "--val_interval", "0", "--tensorboard_dir", str(run_dir / "runs"), "--ckpt_dir", str(run_dir / "models"),
-             *common]
-    evaluate = [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", repr(eval_files),
-                "--output_dir", str(run_dir / "eval"), "--ckpt_dir", str(evaluated), *common]
+    train = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        repr(train_files),
+        "--val_interval",
+        "0",
+        "--tensorboard_dir",
+        str(run_dir / "runs"),
+        "--ckpt_dir",
+        str(run_dir / "models"),
+        *common,
+    ]
+    evaluate = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "evaluating",
+        "--config_file",
+        repr(eval_files),
+        "--output_dir",
+        str(run_dir / "eval"),
+        "--ckpt_dir",
+        str(evaluated),
+        *common,
+    ]
     return [train, evaluate]
 
 
@@ -129,21 +169,39 @@ class Job:
 
     def start_step(self, env: dict) -> None:
         with open(self.run_dir / f"step{self.step}.log", "w") as log:  # the child keeps its own handle
-            self.process = subprocess.Popen(self.steps[self.step], cwd=BUNDLE_ROOT, env=env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.steps[self.step],
+                cwd=BUNDLE_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
 
-def run_screen(variants: list[Variant], folds: list[int], dataset_dir: str, work_dir: str | os.PathLike,
-               max_parallel: int = 8, budget_s: float = 3600.0, extra: dict | None = None,
-               threads_per_job: int = 1, results_dir: str | os.PathLike | None = None) -> list[Job]:
+def run_screen(
+    variants: list[Variant],
+    folds: list[int],
+    dataset_dir: str,
+    work_dir: str | os.PathLike,
+    max_parallel: int = 8,
+    budget_s: float = 3600.0,
+    extra: dict | None = None,
+    threads_per_job: int = 1,
+    results_dir: str | os.PathLike | None = None,
+) -> list[Job]:
     """Run every (variant, fold) pair, at most ``max_parallel`` at once, variants in the given order; stop what
     still runs after ``budget_s`` seconds. Each finished pair's per-case CSV is copied to ``results_dir``
     (default ``<work_dir>/results``) as ``<variant>_f<fold>.csv``. Returns the jobs with their final state."""
     work = Path(work_dir)
     results = Path(results_dir) if results_dir else work / "results"
     results.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_job), "MKL_NUM_THREADS": str(threads_per_job),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads_per_job),
+        "MKL_NUM_THREADS": str(threads_per_job),
+        "PYTHONUNBUFFERED": "1",
+    }
     jobs = []
     for variant in variants:
         for fold in folds:
@@ -151,8 +209,10 @@ def run_screen(variants: list[Variant], folds: list[int], dataset_dir: str, work
             jobs.append(Job(variant, fold, run_dir, commands(variant, fold, dataset_dir, run_dir, extra or {})))
     earlier = [f"{j.key}.csv" for j in jobs if (results / f"{j.key}.csv").exists()]
     if earlier:  # a pair that fails now must not be reported with an earlier run's result
-        raise FileExistsError(f"'{results}' already holds results of these pairs ({', '.join(earlier)}): give "
-                              "another --work_dir or --results_dir, or move those files away.")
+        raise FileExistsError(
+            f"'{results}' already holds results of these pairs ({', '.join(earlier)}): give "
+            "another --work_dir or --results_dir, or move those files away."
+        )
     for job in jobs:
         job.run_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + budget_s
@@ -161,8 +221,10 @@ def run_screen(variants: list[Variant], folds: list[int], dataset_dir: str, work
             if job.state == "running" and job.process.poll() is not None:
                 if job.process.returncode != 0:
                     job.state = "failed"
-                    print(f"[screen] {job.key} failed in step {job.step}: see {job.run_dir}/step{job.step}.log",
-                          flush=True)
+                    print(
+                        f"[screen] {job.key} failed in step {job.step}: see {job.run_dir}/step{job.step}.log",
+                        flush=True,
+                    )
                 elif job.step + 1 < len(job.steps):
                     job.step += 1
                     job.start_step(env)
@@ -191,8 +253,14 @@ def run_screen(variants: list[Variant], folds: list[int], dataset_dir: str, work
     return jobs
 
 
-def compare(results_dir: str | os.PathLike, variants: list[Variant], folds: list[int], reference: str,
-            jobs: list[Job] | None = None, class_names: list[str] | None = None) -> str:
+def compare(
+    results_dir: str | os.PathLike,
+    variants: list[Variant],
+    folds: list[int],
+    reference: str,
+    jobs: list[Job] | None = None,
+    class_names: list[str] | None = None,
+) -> str:
     """A markdown table: per variant, the mean Dice of each class and of their mean over the cases of its
     finished folds, and the per-case difference of the mean from the reference's on the cases both have (mean,
     standard error, cases better)."""
@@ -210,10 +278,24 @@ def compare(results_dir: str | os.PathLike, variants: list[Variant], folds: list
     n_classes = len(next(iter(ref.values()))) - 1 if ref else 0
     names = list(class_names or [f"class{i}" for i in range(n_classes)])
     seconds = {j.key: j.seconds for j in jobs or [] if j.state == "done"}
-    header = ["variant", "folds done", "cases", *names, "mean Dice", "vs reference", "standard error",
-              "cases better", "minutes per run"]
-    lines = [f"Reference: {reference}. Difference: per case, mean Dice of the variant minus the reference's, on "
-             "the cases both have.", "", "| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    header = [
+        "variant",
+        "folds done",
+        "cases",
+        *names,
+        "mean Dice",
+        "vs reference",
+        "standard error",
+        "cases better",
+        "minutes per run",
+    ]
+    lines = [
+        f"Reference: {reference}. Difference: per case, mean Dice of the variant minus the reference's, on "
+        "the cases both have.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|---|" + "---:|" * (len(header) - 2),
+    ]
     for variant in variants:
         done, cases = cases_of(variant.name)
         if not cases:
@@ -233,10 +315,20 @@ def compare(results_dir: str | os.PathLike, variants: list[Variant], folds: list
     return "\n".join(lines) + "\n"
 
 
-def main(variants_file: str, folds: list[int] = (0, 1), dataset_dir: str = "../shared/data/Task04_Hippocampus",
-         work_dir: str = "/tmp/screen", max_parallel: int = 8, budget_s: float = 3600.0,
-         reference: str | None = None, threads_per_job: int = 1, results_dir: str | None = None,
-         compare_only: bool = False, class_names: list[str] | None = None, **extra) -> None:
+def main(
+    variants_file: str,
+    folds: list[int] = (0, 1),
+    dataset_dir: str = "../shared/data/Task04_Hippocampus",
+    work_dir: str = "/tmp/screen",
+    max_parallel: int = 8,
+    budget_s: float = 3600.0,
+    reference: str | None = None,
+    threads_per_job: int = 1,
+    results_dir: str | None = None,
+    compare_only: bool = False,
+    class_names: list[str] | None = None,
+    **extra,
+) -> None:
     """Run the screen and print (and write ``<results_dir>/summary.md``) the comparison table.
 
     ``results_dir`` defaults to ``<work_dir>/results``. With ``compare_only`` nothing is trained: the table is
@@ -250,11 +342,14 @@ def main(variants_file: str, folds: list[int] = (0, 1), dataset_dir: str = "../s
     results = Path(results_dir) if results_dir else Path(work_dir) / "results"
     jobs = None
     if not compare_only:
-        jobs = run_screen(variants, folds, dataset_dir, work_dir, max_parallel, budget_s, extra, threads_per_job,
-                          results)
+        jobs = run_screen(
+            variants, folds, dataset_dir, work_dir, max_parallel, budget_s, extra, threads_per_job, results
+        )
     elif not results.is_dir():
-        raise FileNotFoundError(f"--results_dir '{results}' does not exist: give the folder that holds the "
-                                "<variant>_f<fold>.csv files of a screen.")
+        raise FileNotFoundError(
+            f"--results_dir '{results}' does not exist: give the folder that holds the "
+            "<variant>_f<fold>.csv files of a screen."
+        )
     table = compare(results, variants, folds, reference, jobs, class_names)
     unfinished = [j.key + f" ({j.state})" for j in jobs or [] if j.state != "done"]
     if unfinished:

@@ -22,7 +22,6 @@ activations, pooling and interpolation are not counted.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,8 +167,11 @@ def summarize(
     lines.append(f"Non-trainable params: {total - trainable:,}")
     if shown != total:
         called = {r.name for r in rows}
-        other = [n for n, m in net.named_modules() if not any(True for _ in m.children()) and n not in called
-                 and any(True for _ in m.parameters())]
+        other = [
+            n
+            for n, m in net.named_modules()
+            if not any(True for _ in m.children()) and n not in called and any(True for _ in m.parameters())
+        ]
         lines.append(
             f"Params of modules not called as modules: {total - shown:,} ({', '.join(other) or 'used functionally'}; "
             "e.g. XUNet's fast cross-level convolution reads their weights directly)"

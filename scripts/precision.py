@@ -18,8 +18,14 @@ import torch.nn as nn
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = {"float32": None, "fp32": None, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-              "float16": torch.float16, "fp16": torch.float16}
+PRECISIONS = {
+    "float32": None,
+    "fp32": None,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 class AutocastForward(nn.Module):
@@ -61,11 +67,17 @@ def with_autocast(network: nn.Module, precision: str = "float32") -> nn.Module:
             f"unknown precision '{precision}' (config id 'precision'); use one of: float32, bfloat16, float16"
         )
     dtype = PRECISIONS[key]
-    if dtype == torch.bfloat16 and not torch.cuda.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() \
-            and not cpu_bfloat16_gradients_are_correct():
-        logger.warning("precision bfloat16: this CPU computes wrong bfloat16 weight gradients for 3-D convolutions "
-                       "(oneDNN, CPUs with AVX512-BF16 and no AMX), so do not train with it here; evaluation and "
-                       "inference, which compute no gradients, are unaffected.")
+    if (
+        dtype == torch.bfloat16
+        and not torch.cuda.is_available()
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        and not cpu_bfloat16_gradients_are_correct()
+    ):
+        logger.warning(
+            "precision bfloat16: this CPU computes wrong bfloat16 weight gradients for 3-D convolutions "
+            "(oneDNN, CPUs with AVX512-BF16 and no AMX), so do not train with it here; evaluation and "
+            "inference, which compute no gradients, are unaffected."
+        )
     return network if dtype is None else AutocastForward(network, dtype)
 
 
@@ -75,8 +87,8 @@ def cpu_bfloat16_gradients_are_correct() -> bool:
     precision), for the input XUNet's deepest level sees at the training patch 32 x 48 x 32: 2 x 3 x 2 voxels.
 
     On a CPU with AVX512-BF16 but no AMX, PyTorch 2.13's oneDNN returns wrong weight gradients for ``Conv3d`` inputs
-    whose first spatial size is 2 (as large as the gradients themselves or far larger, at times infinite, and different at every call),
-    while the forward pass and the input gradients are right. Training there would corrupt the deepest
+    whose first spatial size is 2 (as large as the gradients themselves or far larger, at times infinite, and
+    different at every call), while the forward pass and the input gradients are right. Training there would corrupt the deepest
     convolutions. Checked once per process on a small convolution, in about a millisecond; torch's global random
     generator is left untouched.
     """
@@ -116,6 +128,8 @@ def fast_precision(device: torch.device | str) -> str:
     if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         if cpu_bfloat16_gradients_are_correct():
             return "bfloat16"
-        logger.warning("this CPU supports bfloat16, but its bfloat16 3-D convolution weight gradients are wrong "
-                       "(oneDNN, CPUs with AVX512-BF16 and no AMX): training in float32 instead.")
+        logger.warning(
+            "this CPU supports bfloat16, but its bfloat16 3-D convolution weight gradients are wrong "
+            "(oneDNN, CPUs with AVX512-BF16 and no AMX): training in float32 instead."
+        )
     return "float32"

@@ -114,8 +114,7 @@ def test_interleaved_add_gradients(factors):
     low = (2, 3, 2)[:dims]
     part = torch.randn((1, 2) + low, dtype=torch.float64, requires_grad=True)
     weight = torch.randn((3, 2) + (3,) * dims, dtype=torch.float64, requires_grad=True)
-    base = torch.randn((1, 3) + tuple(n * s for n, s in zip(low, factors)), dtype=torch.float64,
-                       requires_grad=True)
+    base = torch.randn((1, 3) + tuple(n * s for n, s in zip(low, factors)), dtype=torch.float64, requires_grad=True)
     equation = class_kernel_equation(dims)
 
     def fn(base, part, weight):
@@ -192,8 +191,9 @@ def test_upsample_folded_into_cross_level_conv(dims, deconv, up_bias, monkeypatc
     assert torch.allclose(got, expected, rtol=1e-10, atol=1e-10)
     leaves = [x, up_w, weight, bias] + inputs + ([up_b] if up_bias else [])
     g = torch.randn_like(expected)
-    for got_grad, ref_grad in zip(torch.autograd.grad((got * g).sum(), leaves),
-                                  torch.autograd.grad((expected * g).sum(), leaves)):
+    for got_grad, ref_grad in zip(
+        torch.autograd.grad((got * g).sum(), leaves), torch.autograd.grad((expected * g).sum(), leaves)
+    ):
         assert torch.allclose(got_grad, ref_grad, rtol=1e-10, atol=1e-9)
 
 

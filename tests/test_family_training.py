@@ -38,15 +38,30 @@ DEEP_SUPERVISION_OVERRIDES = {
     "loss": {
         "_target_": "scripts.networks.StackedDeepSupervisionLoss",
         "weight_mode": "same",
-        "loss": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True, "include_background": True,
-                 "smooth_nr": 1e-05, "smooth_dr": 1e-05},
+        "loss": {
+            "_target_": "DiceCELoss",
+            "to_onehot_y": True,
+            "softmax": True,
+            "include_background": True,
+            "smooth_nr": 1e-05,
+            "smooth_dr": 1e-05,
+        },
     },
     "train#postprocessing": {
         "_target_": "Compose",
         "transforms": [
-            {"_target_": "Lambdad", "keys": "pred", "func": {"_target_": "scripts.networks.last_head", "_mode_": "callable"}},
+            {
+                "_target_": "Lambdad",
+                "keys": "pred",
+                "func": {"_target_": "scripts.networks.last_head", "_mode_": "callable"},
+            },
             {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-            {"_target_": "AsDiscreted", "keys": ["pred", "label"], "argmax": [True, False], "to_onehot": "@num_classes"},
+            {
+                "_target_": "AsDiscreted",
+                "keys": ["pred", "label"],
+                "argmax": [True, False],
+                "to_onehot": "@num_classes",
+            },
         ],
     },
 }
@@ -73,8 +88,9 @@ def overrides(tmp, data_dir, name):
 
 
 def train_one_epoch(tmp, data_dir, name, **extra):
-    workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train",
-                              **{**overrides(tmp, data_dir, name), **extra})
+    workflow = ConfigWorkflow(
+        config_file=TRAIN, meta_file=META, workflow_type="train", **{**overrides(tmp, data_dir, name), **extra}
+    )
     workflow.initialize()
     try:
         workflow.run()

@@ -42,5 +42,7 @@ def test_one_axis_given_as_a_number_is_that_axis():
     """--tta_axes 0 on the command line arrives as the int 0 (it failed with "'int' object is not iterable")."""
     network, x = _network(), torch.randn(1, 1, 6, 7, 8)
     with torch.no_grad():
-        assert torch.equal(FlipAveragingInferer(SimpleInferer(), spatial_axes=0)(x, network),
-                           FlipAveragingInferer(SimpleInferer(), spatial_axes=[0])(x, network))
+        assert torch.equal(
+            FlipAveragingInferer(SimpleInferer(), spatial_axes=0)(x, network),
+            FlipAveragingInferer(SimpleInferer(), spatial_axes=[0])(x, network),
+        )

@@ -26,6 +26,7 @@ def test_whole_structure_ignores_the_boundary_between_foreground_classes():
     per_class = dice(output[0]["pred"][None], output[0]["label"][None]).mean()
     assert whole == 1.0 and per_class == 0.0
 
+
 def test_whole_structure_scores_missed_voxels():
     label = torch.zeros(8, 8, 8, dtype=torch.long)
     label[2:6, 2:6, 2:6] = 1  # 64 voxels

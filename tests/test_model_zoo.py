@@ -50,8 +50,9 @@ LARGE_FILES = BUNDLE_ROOT / "large_files.yml"
 
 def tracked_bundle_files() -> list[str]:
     """The files of the bundle proper that git tracks (what a Zoo pull request would copy)."""
-    done = subprocess.run(["git", "ls-files", "--", *BUNDLE_PROPER], cwd=BUNDLE_ROOT, capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        ["git", "ls-files", "--", *BUNDLE_PROPER], cwd=BUNDLE_ROOT, capture_output=True, text=True, check=True
+    )
     return done.stdout.split()
 
 
@@ -149,8 +150,12 @@ def test_a_download_whose_hash_differs_is_refused(tmp_path, weights_server):
 
 def test_the_monai_bundle_command_downloads_the_large_files(tmp_path, weights_server):
     bundle = lay_out_pull_request(tmp_path, weights_server)
-    done = subprocess.run([sys.executable, "-m", "monai.bundle", "download_large_files", "--bundle_path", str(bundle)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "download_large_files", "--bundle_path", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (bundle / "models" / "model.pt").read_bytes() == (BUNDLE_ROOT / "models" / "model.pt").read_bytes()
 
@@ -163,23 +168,36 @@ def test_zoo_min_checks_files_version_changelog_and_metadata(zoo_bundle):
     assert max(meta["changelog"], key=lambda v: tuple(map(int, v.split(".")))) == meta["version"]
     long_entries = {v: len(e) for v, e in meta["changelog"].items() if len(e) > MAX_CHANGELOG_ENTRY}
     assert not long_entries, f"changelog entries over {MAX_CHANGELOG_ENTRY} characters: {long_entries}"
-    verify_metadata(meta_file=str(zoo_bundle / "configs" / "metadata.json"),
-                    filepath=str(zoo_bundle / "eval" / "schema.json"))
+    verify_metadata(
+        meta_file=str(zoo_bundle / "configs" / "metadata.json"), filepath=str(zoo_bundle / "eval" / "schema.json")
+    )
 
 
 def test_zoo_full_checks_properties_shapes_and_torchscript(zoo_bundle, tmp_path):
     meta_file, config = str(zoo_bundle / "configs" / "metadata.json"), str(zoo_bundle / "configs" / "inference.json")
     # the properties are looked up (built) before initialize: the images must exist, as they must for a run
     images = random_msd_task(tmp_path / "data", cases=1) / "imagesTr"
-    workflow = create_workflow(workflow_type="inference", bundle_root=str(zoo_bundle), config_file=config,
-                               meta_file=meta_file, logging_file=str(zoo_bundle / "configs" / "logging.conf"),
-                               dataset_dir=str(images))
+    workflow = create_workflow(
+        workflow_type="inference",
+        bundle_root=str(zoo_bundle),
+        config_file=config,
+        meta_file=meta_file,
+        logging_file=str(zoo_bundle / "configs" / "logging.conf"),
+        dataset_dir=str(images),
+    )
     assert workflow.check_properties() in (None, [])
-    verify_net_in_out(net_id="network_def", meta_file=meta_file, config_file=config, bundle_root=str(zoo_bundle),
-                      device="cpu")
+    verify_net_in_out(
+        net_id="network_def", meta_file=meta_file, config_file=config, bundle_root=str(zoo_bundle), device="cpu"
+    )
     exported = zoo_bundle / "models" / "verify_model.ts"
-    ckpt_export(net_id="network_def", filepath=str(exported), ckpt_file=str(zoo_bundle / "models" / "model.pt"),
-                meta_file=meta_file, config_file=config, bundle_root=str(zoo_bundle))
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(exported),
+        ckpt_file=str(zoo_bundle / "models" / "model.pt"),
+        meta_file=meta_file,
+        config_file=config,
+        bundle_root=str(zoo_bundle),
+    )
     scripted = torch.jit.load(str(exported), map_location="cpu").eval()
     network = workflow.parser.get_parsed_content("network_def", instantiate=True).eval()
     network.load_state_dict(torch.load(zoo_bundle / "models" / "model.pt", map_location="cpu", weights_only=True))
@@ -201,8 +219,11 @@ def random_msd_task(folder: Path, cases: int = 6, shape=(40, 56, 40)) -> Path:
         nib.save(nib.Nifti1Image(image, np.eye(4)), folder / "imagesTr" / f"case_{case}.nii.gz")
         nib.save(nib.Nifti1Image(label, np.eye(4)), folder / "labelsTr" / f"case_{case}.nii.gz")
         entries.append({"image": f"./imagesTr/case_{case}.nii.gz", "label": f"./labelsTr/case_{case}.nii.gz"})
-    dataset = {"modality": {"0": "MRI"}, "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
-               "training": entries}
+    dataset = {
+        "modality": {"0": "MRI"},
+        "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
+        "training": entries,
+    }
     (folder / "dataset.json").write_text(json.dumps(dataset))
     return folder
 
@@ -222,32 +243,59 @@ def test_zoo_unit_test_trains_evaluates_and_infers_on_random_data(zoo_bundle, tm
     monkeypatch.chdir(zoo_root)
     bundle_root = f"models/{BUNDLE_NAME}"
     configs = f"{bundle_root}/configs"
-    common = {"bundle_root": bundle_root, "meta_file": f"{configs}/metadata.json",
-              "logging_file": f"{configs}/logging.conf", "dataset_dir": str(data), "num_workers": 0}
-    train = {**common, "train#trainer#max_epochs": 1, "ckpt_dir": str(tmp_path / "trained"),
-             "output_dir": str(tmp_path / "eval"), "tensorboard_dir": str(tmp_path / "runs")}
+    common = {
+        "bundle_root": bundle_root,
+        "meta_file": f"{configs}/metadata.json",
+        "logging_file": f"{configs}/logging.conf",
+        "dataset_dir": str(data),
+        "num_workers": 0,
+    }
+    train = {
+        **common,
+        "train#trainer#max_epochs": 1,
+        "ckpt_dir": str(tmp_path / "trained"),
+        "output_dir": str(tmp_path / "eval"),
+        "tensorboard_dir": str(tmp_path / "runs"),
+    }
     check_workflow(ConfigWorkflow(workflow_type="train", config_file=f"{configs}/train.json", **train))
     assert (tmp_path / "trained" / "model.pt").is_file()
-    check_workflow(ConfigWorkflow(workflow_type="train", config_file=[f"{configs}/train.json",
-                                                                      f"{configs}/evaluate.json"], **train))
+    check_workflow(
+        ConfigWorkflow(
+            workflow_type="train", config_file=[f"{configs}/train.json", f"{configs}/evaluate.json"], **train
+        )
+    )
     assert (tmp_path / "eval" / "val_mean_dice_raw.csv").is_file()
     infer = {**common, "dataset_dir": str(data / "imagesTr"), "output_dir": str(tmp_path / "pred")}
     check_workflow(ConfigWorkflow(workflow_type="infer", config_file=f"{configs}/inference.json", **infer))
     assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 6
     # the bundle wrote nothing into the laid-out bundle but the downloaded weights and the Zoo's schema
     written = {str(p.relative_to(zoo_bundle)) for p in zoo_bundle.rglob("*") if p.is_file()}
-    expected = {name for name in tracked_bundle_files()} | {"eval/schema.json", "models/verify_model.ts"}
+    expected = set(tracked_bundle_files()) | {"eval/schema.json", "models/verify_model.ts"}
     assert {name for name in written if "__pycache__" not in name} <= expected
 
 
 def test_zoo_lint_settings_pass_on_the_bundle(zoo_bundle):
     python_files = sorted(str(p) for p in (zoo_bundle / "scripts").rglob("*.py"))
-    flake8 = [sys.executable, "-m", "flake8", "--select=B,C,E,F,N,P,T4,W,B9", "--max-line-length=120",
-              "--ignore=E203,E501,E741,W503,W504,C408,N812,B023,B905,B028,B907,C419",
-              "--per-file-ignores=__init__.py:F401", *python_files]
+    flake8 = [
+        sys.executable,
+        "-m",
+        "flake8",
+        "--select=B,C,E,F,N,P,T4,W,B9",
+        "--max-line-length=120",
+        "--ignore=E203,E501,E741,W503,W504,C408,N812,B023,B905,B028,B907,C419",
+        "--per-file-ignores=__init__.py:F401",
+        *python_files,
+    ]
     isort = [sys.executable, "-m", "isort", "--check", "--profile=black", "--line-length=120", *python_files]
-    black = [sys.executable, "-m", "black", "--check", "--skip-magic-trailing-comma", "--line-length=120",
-             *python_files]
+    black = [
+        sys.executable,
+        "-m",
+        "black",
+        "--check",
+        "--skip-magic-trailing-comma",
+        "--line-length=120",
+        *python_files,
+    ]
     for cmd in (flake8, isort, black):
         done = subprocess.run(cmd, cwd=zoo_bundle, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{cmd[2]}: {done.stdout[-3000:]}{done.stderr[-3000:]}"

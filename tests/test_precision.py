@@ -42,8 +42,9 @@ def test_bfloat16_training_updates_the_float32_parameters():
     loss = wrapped(torch.randn(2, 1, 32, 32, 32)).square().mean()
     loss.backward()
     optimizer.step()
-    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
-               for p in net.parameters())
+    assert all(
+        p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters()
+    )
     changed = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
     assert "final_conv.weight" in changed and "conv_0.conv_0.conv.weight" in changed
 
@@ -89,8 +90,10 @@ def test_the_gradient_check_tells_whether_xunet_trains_correctly_in_bfloat16_her
 
     reference, mixed = gradients("float32"), gradients("bfloat16")
     assert len(reference) == 2
-    agree = all(torch.isfinite(mixed[n]).all() and (mixed[n] - ref).abs().max() <= 0.05 * ref.abs().max()
-                for n, ref in reference.items())
+    agree = all(
+        torch.isfinite(mixed[n]).all() and (mixed[n] - ref).abs().max() <= 0.05 * ref.abs().max()
+        for n, ref in reference.items()
+    )
     assert agree == cpu_bfloat16_gradients_are_correct()
 
 

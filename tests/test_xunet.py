@@ -23,8 +23,18 @@ def test_parameter_counts_match_the_seed():
 def test_state_dict_names_match_the_original():
     keys = XUNet(2, 1, 1, features=TINY).state_dict().keys()
     top = {k.split(".")[0] for k in keys}
-    assert top == {"conv_0", "down_1", "down_2", "down_3", "down_4", "upcat_4", "upcat_3", "upcat_2", "upcat_1",
-                   "final_conv"}
+    assert top == {
+        "conv_0",
+        "down_1",
+        "down_2",
+        "down_3",
+        "down_4",
+        "upcat_4",
+        "upcat_3",
+        "upcat_2",
+        "upcat_1",
+        "final_conv",
+    }
     for stage in ("upcat_4", "upcat_3", "upcat_2", "upcat_1"):
         assert f"{stage}.upsample.deconv.weight" in keys
         assert f"{stage}.convs.conv_0.conv.weight" in keys
@@ -52,8 +62,7 @@ def test_output_has_the_input_size(dims, shape):
 
 
 @pytest.mark.parametrize(
-    "dims,shape",
-    [(1, (2, 2, 48)), (1, (1, 1, 21)), (2, (2, 1, 33, 47)), (2, (1, 2, 32, 64)), (3, (1, 1, 19, 32, 24))],
+    "dims,shape", [(1, (2, 2, 48)), (1, (1, 1, 21)), (2, (2, 1, 33, 47)), (2, (1, 2, 32, 64)), (3, (1, 1, 19, 32, 24))]
 )
 def test_fast_path_equals_reference_float64(dims, shape):
     torch.manual_seed(0)
@@ -125,8 +134,13 @@ def test_torchscript(dims):
 
 
 def test_registry_builds_xunet_by_name():
-    net = create_network("XUNet", spatial_dims=2, in_channels=1, out_channels=3,
-                         network_options={"xunet": {"features": TINY}, "basicunet": {"features": (1,) * 6}})
+    net = create_network(
+        "XUNet",
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=3,
+        network_options={"xunet": {"features": TINY}, "basicunet": {"features": (1,) * 6}},
+    )
     assert isinstance(net, XUNet)
     assert net.final_conv.out_channels == 3
     with pytest.raises(KeyError, match="unknown network name 'nope'.*xunet"):
@@ -150,10 +164,14 @@ def test_bad_arguments_are_explained():
 def test_an_input_too_small_for_instance_norm_is_explained(name, shape):
     """No larger than 16 along every axis: one voxel at the deepest level, which instance norm cannot normalise.
     torch's own message speaks of training even in eval mode; the network says what is wrong and what to do."""
-    net = create_network(name, spatial_dims=len(shape), in_channels=1, out_channels=2,
-                         network_options={name: {"features": TINY}}).eval()
-    with pytest.raises(ValueError, match="larger than 16 voxels along at least one spatial axis.*config id "
-                                         "'patch_size': make one of its sizes 17 or more"):
+    net = create_network(
+        name, spatial_dims=len(shape), in_channels=1, out_channels=2, network_options={name: {"features": TINY}}
+    ).eval()
+    with pytest.raises(
+        ValueError,
+        match="larger than 16 voxels along at least one spatial axis.*config id "
+        "'patch_size': make one of its sizes 17 or more",
+    ):
         net(torch.randn(1, 1, *shape))
     with torch.no_grad():  # one axis of 17 leaves two voxels: fine
         assert net(torch.randn(1, 1, *shape[:-1], 17)).shape == (1, 2, *shape[:-1], 17)

@@ -62,9 +62,11 @@ DOCS = BUNDLE_ROOT / "research" / "results"
 # the committed cross-validations: per recipe, the per-case CSV of each fold (index = fold) and the table made of them
 COMMITTED_CROSS_VALIDATIONS = {
     "0.3.0": ([DOCS / f"eval_fold{k}_per_case.csv" for k in range(3)], DOCS / "cross_validation.md"),
-    "0.4.0": ([DOCS / "recipe_screen" / f"wd1e-2_f{k}.csv" for k in range(3)]
-              + [DOCS / "cross_validation_0.4.0" / f"wd1e-2_f{k}.csv" for k in (3, 4)],
-              DOCS / "cross_validation_0.4.0" / "cross_validation.md"),
+    "0.4.0": (
+        [DOCS / "recipe_screen" / f"wd1e-2_f{k}.csv" for k in range(3)]
+        + [DOCS / "cross_validation_0.4.0" / f"wd1e-2_f{k}.csv" for k in (3, 4)],
+        DOCS / "cross_validation_0.4.0" / "cross_validation.md",
+    ),
 }
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from monai.bundle.config_item import ComponentLocator
 
-from conftest import BUNDLE_ROOT
-from conftest import TINY_NET
+from conftest import BUNDLE_ROOT, TINY_NET
 from research import screen_recipes
 from research.screen_recipes import Variant, commands, compare, load_variants, run_screen
 
@@ -25,8 +24,10 @@ def write_variants(tmp_path: Path, entries) -> Path:
 
 
 def write_per_case(path: Path, rows: dict) -> None:
-    path.write_text("filename,class0,class1,mean\n" + "".join(
-        f"/data/imagesTr/{name},{a},{b},{(a + b) / 2}\n" for name, (a, b) in rows.items()))
+    path.write_text(
+        "filename,class0,class1,mean\n"
+        + "".join(f"/data/imagesTr/{name},{a},{b},{(a + b) / 2}\n" for name, (a, b) in rows.items())
+    )
 
 
 SCREENS = sorted((BUNDLE_ROOT / "research" / "configs" / "screens").glob("*.json"))
@@ -38,6 +39,7 @@ def test_every_committed_screen_overrides_ids_the_bundle_has(screen):
     the reference: each id must exist in train.json + evaluate.json + the variant's overlays, or name an argument
     of the component it sets (``loss#batch``: DiceCELoss's ``batch``)."""
     from monai.bundle import ConfigParser
+
     for variant in load_variants(screen):
         files = [str(BUNDLE_ROOT / f) for f in ["configs/train.json", "configs/evaluate.json", *variant.config_files]]
         ids = ConfigParser(ConfigParser.load_config_files(files))
@@ -46,13 +48,18 @@ def test_every_committed_screen_overrides_ids_the_bundle_has(screen):
                 continue
             parent, argument = key.rsplit("#", 1) if "#" in key else ("", key)
             component = ids.get(parent) if parent else None
-            assert isinstance(component, dict) and "_target_" in component, (
-                f"{screen.name}, variant {variant.name}: no config id '{key}'")
+            assert (
+                isinstance(component, dict) and "_target_" in component
+            ), f"{screen.name}, variant {variant.name}: no config id '{key}'"
             target = ComponentLocator().get_component_module_name(component["_target_"])
-            target = getattr(importlib.import_module(target), component["_target_"]) if target else (
-                pydoc.locate(component["_target_"]))
-            assert argument in inspect.signature(target).parameters, (
-                f"{screen.name}, variant {variant.name}: '{component['_target_']}' has no argument '{argument}'")
+            target = (
+                getattr(importlib.import_module(target), component["_target_"])
+                if target
+                else (pydoc.locate(component["_target_"]))
+            )
+            assert (
+                argument in inspect.signature(target).parameters
+            ), f"{screen.name}, variant {variant.name}: '{component['_target_']}' has no argument '{argument}'"
 
 
 def test_the_committed_recipe_screen_starts_with_the_old_recipe():
@@ -61,14 +68,17 @@ def test_the_committed_recipe_screen_starts_with_the_old_recipe():
     assert {"wd1e-2": {}} == {v.name: v.overrides for v in variants if v.name == "wd1e-2"}  # train.json as it is
 
 
-@pytest.mark.parametrize("entries, message", [
-    ({"name": "a"}, "JSON list"),
-    ([], "JSON list"),
-    ([{"overrides": {}}], "give 'name'"),
-    ([{"name": "a", "override": {}}], "unknown keys: ['override']"),
-    ([{"name": "a/b"}], "only letters"),
-    ([{"name": "a"}, {"name": "a"}], "used twice"),
-])
+@pytest.mark.parametrize(
+    "entries, message",
+    [
+        ({"name": "a"}, "JSON list"),
+        ([], "JSON list"),
+        ([{"overrides": {}}], "give 'name'"),
+        ([{"name": "a", "override": {}}], "unknown keys: ['override']"),
+        ([{"name": "a/b"}], "only letters"),
+        ([{"name": "a"}, {"name": "a"}], "used twice"),
+    ],
+)
 def test_a_bad_variants_file_is_named_with_the_fix(tmp_path, entries, message):
     path = write_variants(tmp_path, entries)
     with pytest.raises(ValueError, match=re.escape(message)) as err:
@@ -97,8 +107,17 @@ def test_commands_are_the_bundles_own_with_the_overrides_as_python_literals(tmp_
 def test_a_variant_can_evaluate_weights_its_run_saves_beside_model_pt(tmp_path):
     """research/configs/experiments/weight_averaging.json saves averaged weights to <ckpt_dir>/ema_fast/model.pt: a variant
     with evaluate_weights "ema_fast" trains into the run's ckpt_dir and evaluates that file."""
-    path = write_variants(tmp_path, [{"name": "last"}, {"name": "ema", "evaluate_weights": "ema_fast",
-                                      "config_files": ["research/configs/experiments/weight_averaging.json"]}])
+    path = write_variants(
+        tmp_path,
+        [
+            {"name": "last"},
+            {
+                "name": "ema",
+                "evaluate_weights": "ema_fast",
+                "config_files": ["research/configs/experiments/weight_averaging.json"],
+            },
+        ],
+    )
     variant = load_variants(path)[1]
     assert variant.evaluate_weights == "ema_fast"
     train, evaluate = commands(variant, 1, "/data", tmp_path / "ema_f1", {})
@@ -126,8 +145,10 @@ def test_compare_pairs_cases_with_the_reference(tmp_path):
 
 def fake_commands(script: str):
     """A stand-in for the bundle commands: one step running ``script`` with the run folder as argv[1]."""
+
     def build(variant, fold, dataset_dir, run_dir, extra):
         return [[sys.executable, "-c", script, str(run_dir), variant.name]]
+
     return build
 
 
@@ -165,12 +186,20 @@ def test_results_of_an_earlier_screen_are_never_mixed_in(tmp_path, monkeypatch):
 def test_a_real_screen_trains_and_evaluates_each_variant(tmp_path, hippocampus_dir):
     """Two variants, fold 0, 4 cases, 1 epoch of a tiny net: both pairs go through run training and run evaluating,
     and each variant's override reaches its runs."""
-    variants_file = write_variants(tmp_path, [
-        {"name": "ref"}, {"name": "wd0", "overrides": {"weight_decay": 0.0}}])
-    screen_recipes.main(str(variants_file), folds=[0], dataset_dir=str(hippocampus_dir), work_dir=str(tmp_path / "w"),
-                        max_parallel=2, budget_s=600, data_limit=4, num_workers=0, download=False,
-                        network_options=TINY_NET,
-                        **{"train#trainer#max_epochs": 1})
+    variants_file = write_variants(tmp_path, [{"name": "ref"}, {"name": "wd0", "overrides": {"weight_decay": 0.0}}])
+    screen_recipes.main(
+        str(variants_file),
+        folds=[0],
+        dataset_dir=str(hippocampus_dir),
+        work_dir=str(tmp_path / "w"),
+        max_parallel=2,
+        budget_s=600,
+        data_limit=4,
+        num_workers=0,
+        download=False,
+        network_options=TINY_NET,
+        **{"train#trainer#max_epochs": 1},
+    )
     results = tmp_path / "w" / "results"
     for name in ("ref", "wd0"):
         lines = (results / f"{name}_f0.csv").read_text().splitlines()
@@ -180,11 +209,15 @@ def test_a_real_screen_trains_and_evaluates_each_variant(tmp_path, hippocampus_d
     assert "| wd0 | 0 | 4 |" in summary and "Unfinished" not in summary
 
 
-# the committed screens, each research/configs/screens/<name>.json with its results in research/results/<name>/: folds, one row of the table
+# the committed screens, each research/configs/screens/<name>.json with its results in research/results/<name>/:
+# folds, one row of the table
 COMMITTED_SCREENS = {
     "recipe_screen": ([0, 1, 2], "| wd1e-2 | 0,1,2 | 126 | 0.8972 | 0.8768 | 0.8870 | +0.0019 | 0.0008 | 72 of 126 |"),
     "weight_decay_cpu": ([3], "| wd1e-1 | 3 | 41 | 0.9006 | 0.8835 | 0.8921 | -0.0013 | 0.0014 | 20 of 41 |"),
-    "seeds_lr_dropout": ([0, 1, 2], "| wd1e-2_seed2 | 0,1,2 | 126 | 0.8969 | 0.8778 | 0.8873 | +0.0003 | 0.0009 | 71 of 126 |"),
+    "seeds_lr_dropout": (
+        [0, 1, 2],
+        "| wd1e-2_seed2 | 0,1,2 | 126 | 0.8969 | 0.8778 | 0.8873 | +0.0003 | 0.0009 | 71 of 126 |",
+    ),
     "float32_cpu": ([2], "| wd1e-2_float32 | 2 | 42 | 0.8983 | 0.8832 | 0.8908 | -0.0002 | 0.0017 | 22 of 42 |"),
     "weight_averaging_cpu": ([2], "| ema_fast | 2 | 42 | 0.8985 | 0.8839 | 0.8912 | +0.0004 | 0.0004 | 21 of 42 |"),
     "basicunet_cpu": ([2, 3], "| basicunet | 2,3 | 83 | 0.9008 | 0.8864 | 0.8936 | +0.0015 | 0.0011 | 47 of 83 |"),
@@ -194,7 +227,8 @@ COMMITTED_SCREENS = {
 @pytest.mark.parametrize("screen", sorted(COMMITTED_SCREENS))
 def test_the_committed_screen_table_is_made_from_the_committed_results(screen):
     """research/results/<screen>/summary.md is what compare makes of the per-case CSVs beside it (regenerate with
-    `python -m research.screen_recipes research/configs/screens/<screen>.json --folds <folds> --results_dir research/results/<screen>
+    `python -m research.screen_recipes research/configs/screens/<screen>.json --folds <folds>
+    --results_dir research/results/<screen>
     --compare_only True --class_names "['anterior','posterior']"`)."""
     folds, row = COMMITTED_SCREENS[screen]
     results = BUNDLE_ROOT / "research" / "results" / screen

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import BUNDLE_ROOT
-from scripts.networks import UNet, create_network, list_networks
 from research.summary import TABLE_IN_CHANNELS, TABLE_OUT_CHANNELS, count_flops, layer_rows, summarize
+from scripts.networks import UNet, create_network, list_networks
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -58,7 +58,11 @@ def test_count_flops_of_a_convolution():
 def test_cli():
     result = subprocess.run(
         [sys.executable, "-m", "research.summary", "unet", "--input_shape", "[1,1,32,32]", "--features", "[4,8]"],
-        cwd=BUNDLE_ROOT, capture_output=True, text=True, env=ENV, timeout=120,
+        cwd=BUNDLE_ROOT,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "Total params:" in result.stdout and "[1, 3, 32, 32]" in result.stdout

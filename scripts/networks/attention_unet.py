@@ -58,6 +58,15 @@ class AttentionUNet(GatedUNetSkeleton):
             return ConvBlock(spatial_dims, cin, cout, act=act, norm=norm, bias=bias, dropout=dropout)
 
         super().__init__(
-            spatial_dims, in_channels, out_channels, list(features), make_block, attention=True,
-            act=act, norm=norm, bias=bias, interp_mode=interp_mode, align_corners=align_corners,
+            spatial_dims,
+            in_channels,
+            out_channels,
+            list(features),
+            make_block,
+            attention=True,
+            act=act,
+            norm=norm,
+            bias=bias,
+            interp_mode=interp_mode,
+            align_corners=align_corners,
         )

@@ -342,7 +342,12 @@ class PreActResidualUnit(nn.Module):
 def _adn(spatial_dims: int, channels: int, act: Any, norm: Any, dropout: Any) -> nn.Module:
     """``norm -> dropout -> act`` on ``channels`` (MONAI ``ADN``)."""
     return ADN(
-        ordering="NDA", in_channels=channels, act=act, norm=norm, norm_dim=spatial_dims, dropout=dropout,
+        ordering="NDA",
+        in_channels=channels,
+        act=act,
+        norm=norm,
+        norm_dim=spatial_dims,
+        dropout=dropout,
         dropout_dim=spatial_dims,
     )
 
@@ -365,12 +370,20 @@ class SeparableConv(nn.Sequential):
         super().__init__()
         self.add_module(
             "depthwise",
-            Conv["conv", spatial_dims](in_channels, in_channels, kernel_size=3, padding=1, groups=in_channels, bias=False),
+            Conv["conv", spatial_dims](
+                in_channels, in_channels, kernel_size=3, padding=1, groups=in_channels, bias=False
+            ),
         )
         self.add_module(
             "pointwise",
             Convolution(
-                spatial_dims, in_channels, out_channels, kernel_size=1, act=act, norm=norm, bias=bias,
+                spatial_dims,
+                in_channels,
+                out_channels,
+                kernel_size=1,
+                act=act,
+                norm=norm,
+                bias=bias,
                 dropout=_dropout(dropout),
             ),
         )
@@ -420,6 +433,7 @@ def checkpoint_module(module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
     statistics a second time; they are restored after it, so checkpointing changes neither the gradients
     nor the running statistics.
     """
+
     def contexts() -> tuple[Any, Any]:
         return contextlib.nullcontext(), _restore_norm_stats(module)
 
@@ -511,15 +525,18 @@ class GatedUNetSkeleton(EncoderDecoderNet):
         self.multiple = 2**self.depth
         self.encoder = nn.ModuleList([make_block(in_channels, fea[0])])
         for level in range(1, self.depth + 1):
-            self.encoder.append(nn.Sequential(Pool["max", spatial_dims](kernel_size=2), make_block(fea[level - 1], fea[level])))
+            self.encoder.append(
+                nn.Sequential(Pool["max", spatial_dims](kernel_size=2), make_block(fea[level - 1], fea[level]))
+            )
         self.decoder = nn.ModuleList()
         for level in range(self.depth - 1, -1, -1):
             up = UpConv(spatial_dims, fea[level + 1], fea[level], act, norm, bias, interp_mode, align_corners)
             gate: nn.Module = (
-                AttentionGate(spatial_dims, fea[level], fea[level], max(fea[level] // 2, 1), act=act or "relu", norm=norm)
+                AttentionGate(
+                    spatial_dims, fea[level], fea[level], max(fea[level] // 2, 1), act=act or "relu", norm=norm
+                )
                 if attention
                 else NoGate()
             )
             self.decoder.append(GatedUpStage(up, gate, make_block(2 * fea[level], fea[level])))
         self.head = Conv["conv", spatial_dims](fea[0], out_channels, kernel_size=1)
-

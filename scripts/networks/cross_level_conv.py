@@ -51,11 +51,7 @@ OTHER = "other"  # non-integer or mixed ratio: interpolate, then ordinary convol
 
 # einsum equations turning a (out, in, 3, ..., 3) kernel into the per-class low-resolution kernels
 # (classes..., out, in, taps...), one (classes, taps, 3) matrix per axis.
-_CLASS_KERNEL_EQ = {
-    1: "oia,xda->xoid",
-    2: "oiab,xda,yeb->xyoide",
-    3: "oiabc,xda,yeb,zfc->xyzoidef",
-}
+_CLASS_KERNEL_EQ = {1: "oia,xda->xoid", 2: "oiab,xda,yeb->xyoide", 3: "oiabc,xda,yeb,zfc->xyzoidef"}
 
 
 def class_kernel_equation(spatial_dims: int) -> str:

@@ -33,7 +33,9 @@ class StackedDeepSupervisionLoss(nn.Module):
 
     def __init__(self, loss: nn.Module, weight_mode: str = "same", weights: Sequence[float] | None = None):
         super().__init__()
-        self.ds_loss = DeepSupervisionLoss(loss, weight_mode=weight_mode, weights=None if weights is None else list(weights))
+        self.ds_loss = DeepSupervisionLoss(
+            loss, weight_mode=weight_mode, weights=None if weights is None else list(weights)
+        )
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """

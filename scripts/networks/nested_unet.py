@@ -143,7 +143,8 @@ class NestedUNet(nn.Module):
                         inputs.append([0])
                     else:
                         node = NestedEncoderNode(
-                            ConvBlock(spatial_dims, fea[i - 1], fea[i], **block), Pool["max", spatial_dims](kernel_size=2)
+                            ConvBlock(spatial_dims, fea[i - 1], fea[i], **block),
+                            Pool["max", spatial_dims](kernel_size=2),
                         )
                         inputs.append([position[(i - 1, 0)]])
                 else:

@@ -66,8 +66,17 @@ class R2UNet(GatedUNetSkeleton):
             return RRCNNBlock(spatial_dims, cin, cout, steps=steps, act=act, norm=norm, bias=bias, dropout=dropout)
 
         super().__init__(
-            spatial_dims, in_channels, out_channels, list(features), make_block, attention=self.attention,
-            act=act, norm=norm, bias=bias, interp_mode=interp_mode, align_corners=align_corners,
+            spatial_dims,
+            in_channels,
+            out_channels,
+            list(features),
+            make_block,
+            attention=self.attention,
+            act=act,
+            norm=norm,
+            bias=bias,
+            interp_mode=interp_mode,
+            align_corners=align_corners,
         )
         self.steps = steps
 

@@ -21,12 +21,7 @@ from monai.networks.layers.factories import Conv
 from monai.networks.nets.basic_unet import Down, TwoConv
 from monai.utils import ensure_tuple_rep
 
-from .cross_level_conv import (
-    class_kernel_equation,
-    cross_level_conv,
-    upsample_cross_level_conv,
-    upsample_folding_pays,
-)
+from .cross_level_conv import class_kernel_equation, cross_level_conv, upsample_cross_level_conv, upsample_folding_pays
 from .registry import register_network
 
 __all__ = ["UpCatAll", "XUNet", "CrossBasicUNet", "pad_to_multiple", "crop_to"]
@@ -118,7 +113,13 @@ class UpCatAll(nn.Module):
         self.equation = class_kernel_equation(spatial_dims)
 
     def build_fusion(
-        self, spatial_dims: int, in_chns: int, out_chns: int, act: str | tuple, norm: str | tuple, bias: bool,
+        self,
+        spatial_dims: int,
+        in_chns: int,
+        out_chns: int,
+        act: str | tuple,
+        norm: str | tuple,
+        bias: bool,
         dropout: float | tuple,
     ) -> None:
         """Build the layers that fuse the ``in_chns``-channel concatenation into ``out_chns`` channels (called by
@@ -234,13 +235,15 @@ class XUNet(nn.Module):
         # Instance norm cannot normalise one value; torch refuses with a message about training that misleads
         # in eval mode, so say what is wrong and what to do.
         if all(s <= 16 for s in spatial_size) and any(
-                isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in self.down_4.modules()):
+            isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in self.down_4.modules()
+        ):
             raise ValueError(
                 f"{type(self).__name__} with instance norm needs an input larger than 16 voxels along at least one "
                 f"spatial axis, got {spatial_size}: the deepest level would hold one voxel, which instance norm "
                 "cannot normalise. Pad the input (e.g. MONAI's SpatialPad to 32), run it through a sliding window "
                 "of 32 or more (as the bundle's inference does), or build the network with norm='batch'. In the "
-                "bundle's configs, patches and windows are config id 'patch_size': make one of its sizes 17 or more.")
+                "bundle's configs, patches and windows are config id 'patch_size': make one of its sizes 17 or more."
+            )
 
     def set_fast(self, fast: bool) -> XUNet:
         """Switch every decoder stage between the fast exact path and the straightforward one."""

@@ -53,7 +53,16 @@ class UpCatAllSE(UpCatAll):
     (the attention's hidden width is ``channels // reduction``, at least 4).
     """
 
-    def __init__(self, spatial_dims: int, in_chns: int, skip_chns: Sequence[int], out_chns: int, *args, reduction: int = 16, **kwargs):
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_chns: int,
+        skip_chns: Sequence[int],
+        out_chns: int,
+        *args,
+        reduction: int = 16,
+        **kwargs,
+    ):
         super().__init__(spatial_dims, in_chns, skip_chns, out_chns, *args, **kwargs)
         self.se = ChannelAttention(int(self.convs.conv_0.conv.in_channels), reduction)
 
@@ -119,5 +128,6 @@ class XUNetAttn(XUNet):
         super().__init__(spatial_dims, in_channels, out_channels, features, act, norm, bias, dropout, upsample, fast)
 
     def decoder_stage(self, spatial_dims, in_chns, skip_chns, out_chns, halves, options):
-        return UpCatAllSE(spatial_dims, in_chns, skip_chns, out_chns, halves=halves, reduction=self.reduction,
-                          **options)
+        return UpCatAllSE(
+            spatial_dims, in_chns, skip_chns, out_chns, halves=halves, reduction=self.reduction, **options
+        )

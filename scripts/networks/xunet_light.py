@@ -42,7 +42,14 @@ class UpCatAllLight(UpCatAll):
         """Pointwise fusion, depthwise convolution and a separable second convolution instead of ``convs``."""
         self.pointwise = Conv["conv", spatial_dims](in_chns, out_chns, kernel_size=1, bias=bias)
         self.depthwise = Convolution(
-            spatial_dims, out_chns, out_chns, kernel_size=3, groups=out_chns, act=act, norm=norm, bias=bias,
+            spatial_dims,
+            out_chns,
+            out_chns,
+            kernel_size=3,
+            groups=out_chns,
+            act=act,
+            norm=norm,
+            bias=bias,
             dropout=_dropout(dropout),
         )
         self.conv_1 = SeparableConv(spatial_dims, out_chns, out_chns, act=act, norm=norm, bias=bias, dropout=dropout)

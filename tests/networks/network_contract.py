@@ -103,8 +103,7 @@ class NetworkContract:
         target = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
         (y * target).mean().backward()
         missing = [
-            n for n, p in net.named_parameters()
-            if p.grad is None and not n.startswith(self.params_without_grad)
+            n for n, p in net.named_parameters() if p.grad is None and not n.startswith(self.params_without_grad)
         ]
         assert not missing, f"no gradient reaches {missing}"
         grads = [p.grad for p in net.parameters() if p.grad is not None]

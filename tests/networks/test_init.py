@@ -9,8 +9,12 @@ import torch.nn as nn
 from scripts.networks import create_network, init_weights, list_networks
 
 SMALL = {
-    "unet": {"features": (4, 8)}, "unetpp": {"features": (4, 8)}, "attentionunet": {"features": (4, 8)},
-    "r2unet": {"features": (4, 8)}, "r2attunet": {"features": (4, 8)}, "resunet": {"features": (4, 8)},
+    "unet": {"features": (4, 8)},
+    "unetpp": {"features": (4, 8)},
+    "attentionunet": {"features": (4, 8)},
+    "r2unet": {"features": (4, 8)},
+    "r2attunet": {"features": (4, 8)},
+    "resunet": {"features": (4, 8)},
 }
 
 
