@@ -27,6 +27,7 @@ def _torchrun_command(run_id: str, config_files: list[str], tmp: Path, data_dir:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "monai.bundle", "run", run_id, "--meta_file", META, "--config_file", repr(config_files),
+        "--bundle_root", str(BUNDLE_ROOT),
         "--dataset_dir", str(data_dir), "--ckpt_dir", str(tmp / "models"), "--output_dir", str(tmp / "eval"),
         "--tensorboard_dir", str(tmp / "runs"), "--data_limit", "4", "--num_workers", "0",
         "--patch_size", "[32, 32, 32]", "--network_options", repr(TINY_NET), "--download", "False", *extra,
