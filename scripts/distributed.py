@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 
 import torch
+import ignite.distributed as idist
 import torch.distributed as dist
 
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -110,3 +111,6 @@ def finalize_distributed() -> None:
     """Leave the process group (the overlays' ``finalize``)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+    # ignite keeps the group it last saw: without this, engines built later in the same process would still ask
+    # the destroyed group for their rank
+    idist.sync()
