@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from scripts.distributed import is_main_process, unwrap_network
+from scripts.geometry import GEOMETRY_TOLERANCE_MM, geometry_difference, header_problem, intensity_problem
 from scripts.networks import create_network, get_network_class, list_networks
 
 logger = logging.getLogger(__name__)
@@ -90,53 +91,83 @@ def keep_existing_checkpoint(ckpt_dir: str | os.PathLike, filename: str = "model
 
 
 def _image_problem(path: str, spatial_dims: int, in_channels: int,
-                   channels_from: str) -> tuple[str | None, tuple[int, ...]]:
-    """Why the network cannot take the NIfTI image at ``path`` (None when it can), and the image's shape."""
+                   channels_from: str) -> tuple[str | None, nib.spatialimages.SpatialImage | None]:
+    """Why the network cannot take the NIfTI image at ``path`` (None when it can), and the image (None when
+    unreadable)."""
     try:
         image = nib.load(path)
         shape = tuple(image.shape)
     except Exception as err:  # not NIfTI, truncated header, not gzip: nibabel says which
-        return f"not a readable NIfTI image ({err})", ()
+        return f"not a readable NIfTI image ({err})", None
     if len(shape) < spatial_dims:
-        return f"a {len(shape)}-D image of shape {shape}; the network segments {spatial_dims}-D volumes", shape
+        return f"a {len(shape)}-D image of shape {shape}; the network segments {spatial_dims}-D volumes", image
     if 1 in shape[:spatial_dims]:  # the writer would also drop that axis: the prediction would lose the input's shape
         return (f"shape {shape} is a single slice along axis {shape.index(1)}; the network segments "
-                f"{spatial_dims}-D volumes"), shape
+                f"{spatial_dims}-D volumes"), image
     channels = int(np.prod(shape[spatial_dims:], dtype=np.int64))
     if channels != in_channels:
         return (f"shape {shape} holds {channels} volumes (channels) where {in_channels} are expected "
-                f"({channels_from})"), shape
+                f"({channels_from})"), image
+    if problem := header_problem(image, spatial_dims):  # before the data: MONAI would fail on it or segment nothing
+        return problem, image
     try:
         data = np.asanyarray(image.dataobj)
     except Exception as err:  # header fine, data cut short
-        return f"its voxel data cannot be read ({err})", shape
+        return f"its voxel data cannot be read ({err})", image
     finite = np.isfinite(data)
     if not finite.all():
         return (f"{data.size - np.count_nonzero(finite)} voxels are NaN or infinite, which would make the whole "
-                "normalised volume NaN: replace them (e.g. with the image's minimum)"), shape
+                "normalised volume NaN: replace them (e.g. with the image's minimum)"), image
     if data.size and data.min() == data.max():  # the network would still "find" structures in a blank volume
-        return f"every voxel is {data.flat[0]:g}: a blank image holds nothing to segment", shape
-    return None, shape
+        return f"every voxel is {data.flat[0]:g}: a blank image holds nothing to segment", image
+    return intensity_problem(data), image
 
 
-def _label_problem(path: str, image_shape: tuple[int, ...], spatial_dims: int,
+def _label_problem(path: str, image: nib.spatialimages.SpatialImage, spatial_dims: int,
                    label_values: set[int] | None) -> str | None:
-    """Why the label map at ``path`` does not fit its image (None when it does)."""
+    """Why the label map at ``path`` does not fit its image (None when it does): it must lie on the image's voxel
+    grid (shape, voxel size, orientation, origin: it is used voxel by voxel) and hold only ``label_values``."""
     try:
         label = nib.load(path)
         data = np.asanyarray(label.dataobj)
     except Exception as err:
         return f"not a readable NIfTI label map ({err})"
+    image_shape = tuple(image.shape)
     if data.shape[:spatial_dims] != image_shape[:spatial_dims] or any(n != 1 for n in data.shape[spatial_dims:]):
         return (f"label map of shape {tuple(data.shape)} for an image of shape {image_shape}: they must match voxel "
                 "for voxel")
+    if difference := geometry_difference(image, label, spatial_dims):
+        return (f"label map does not lie on the grid of its image '{image.get_filename()}': {difference} (tolerance "
+                f"{GEOMETRY_TOLERANCE_MM:g} mm). A label is used voxel by voxel with its image: resample or re-save "
+                "the label map on the image's grid (same shape and affine), or pair it with the right image")
+    found = np.unique(data)
+    fractional = found[found != np.round(found)] if np.issubdtype(found.dtype, np.floating) else found[:0]
+    if fractional.size:  # printed at full precision: 0.9999999 rounded to "1" would read as a valid label
+        shown = ", ".join(f"{v:.9g}" for v in fractional[:10].tolist())
+        return (f"label values [{shown}] are not whole numbers: a label map holds label numbers exactly (was it "
+                "resampled with interpolation, or saved with a scale factor?). Re-save it with integer labels")
     if label_values is not None:
-        unknown = sorted(set(np.unique(data).tolist()) - set(label_values))
+        unknown = sorted(set(found.tolist()) - set(label_values))
         if unknown:
             shown = ", ".join(f"{v:g}" for v in unknown[:10])
             return (f"label values [{shown}] are not among the labels {sorted(label_values)} of dataset.json: "
                     "correct the label map or dataset.json's 'labels'")
     return None
+
+
+def case_problems(item: Mapping[str, str], spatial_dims: int = 3, in_channels: int = 1,
+                  label_values: Iterable[int] | None = None,
+                  channels_from: str = "the network's in_channels") -> list[str]:
+    """What makes one case (``{"image": ..., "label": ...}``, label optional) unusable, each as
+    ``"'<file>': <problem>"``; empty when it is usable. The one check of a case: :func:`check_images` (the workflows'
+    ``initialize``) and ``python -m scripts.check_data`` both run it."""
+    values = None if label_values is None else {int(v) for v in label_values}
+    problem, image = _image_problem(str(item["image"]), spatial_dims, in_channels, channels_from)
+    if problem:
+        return [f"'{item['image']}': {problem}"]
+    if "label" in item and (problem := _label_problem(str(item["label"]), image, spatial_dims, values)):
+        return [f"'{item['label']}': {problem}"]
+    return []
 
 
 def is_whole_number(value: Any) -> bool:
@@ -286,11 +317,14 @@ def check_images(datalist: Sequence[Mapping[str, str]], spatial_dims: int = 3, i
                  max_listed: int = 20) -> Sequence[Mapping[str, str]]:
     """Stop before any work when a case cannot be used, naming every such file and why.
 
-    Reads each ``image`` of ``datalist`` once: a file nibabel cannot read, an image with fewer than ``spatial_dims``
-    dimensions or other than ``in_channels`` volumes, or voxels that are NaN or infinite (they would silently give
-    an empty segmentation) is reported. Where an item has a ``label``, the label map must have the image's spatial
-    shape and, given ``label_values``, hold no other value. All problems are listed in one message, so one run
-    finds them all. ``channels_from`` says where ``in_channels`` comes from, for the message.
+    Reads each ``image`` of ``datalist`` once (:func:`case_problems`): a file nibabel cannot read, an image with fewer
+    than ``spatial_dims`` dimensions or other than ``in_channels`` volumes, a header that places the voxels
+    implausibly (voxel size, orientation: :func:`scripts.geometry.header_problem`), voxels that are NaN or infinite
+    or intensities float32 cannot hold (:func:`scripts.geometry.intensity_problem`): each would silently give an
+    empty segmentation or fail deep in MONAI. Where an item has a ``label``, the label map must lie on the image's
+    voxel grid (shape, voxel size, orientation, origin) and hold whole numbers, given ``label_values`` no other.
+    All problems are listed in one message, so one run finds them all. ``channels_from`` says where
+    ``in_channels`` comes from, for the message.
 
     Returns:
         ``datalist``, unchanged.
@@ -298,14 +332,8 @@ def check_images(datalist: Sequence[Mapping[str, str]], spatial_dims: int = 3, i
     Raises:
         ValueError: listing the files (up to ``max_listed``) with the problem of each and the fix.
     """
-    values = None if label_values is None else {int(v) for v in label_values}
-    problems = []
-    for item in datalist:
-        problem, shape = _image_problem(str(item["image"]), spatial_dims, in_channels, channels_from)
-        if problem:
-            problems.append(f"'{item['image']}': {problem}")
-        elif "label" in item and (problem := _label_problem(str(item["label"]), shape, spatial_dims, values)):
-            problems.append(f"'{item['label']}': {problem}")
+    problems = [problem for item in datalist
+                for problem in case_problems(item, spatial_dims, in_channels, label_values, channels_from)]
     if problems:
         more = f"\n  ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
         raise ValueError(

@@ -98,6 +98,28 @@ def _read_manifest(path: Path) -> dict:
     return manifest
 
 
+def check_unique_entries(items: list[dict[str, str]], manifest: str | os.PathLike) -> list[dict[str, str]]:
+    """Refuse a ``dataset.json`` that lists one image, one label map or one case name more than once: that case would
+    count several times in training and in the mean Dice, and the patient-level split keys on the case name.
+
+    Raises:
+        ValueError: naming the file, each repeated entry with its positions and the fix.
+    """
+    repeated = []
+    for key, what in (("image", "image"), ("label", "label map"), ("case", "case name")):
+        seen: dict[str, list[int]] = {}
+        for number, item in enumerate(items):
+            value = item[key] if key == "case" else os.path.realpath(item[key])  # links to one file are one file
+            seen.setdefault(value, []).append(number)
+        repeated += [f"{what} '{value}' in entries {', '.join(map(str, numbers))}"
+                     for value, numbers in seen.items() if len(numbers) > 1]
+    if repeated:
+        raise ValueError(f"'{manifest}' lists a case more than once under 'training', which would weight it several "
+                         "times in training and in the mean Dice:\n  " + "\n  ".join(repeated[:20])
+                         + "\nKeep one entry per case (entries are numbered from 0).")
+    return items
+
+
 def msd_datalist(
     dataset_dir: str | os.PathLike,
     split: str = "training",
@@ -150,6 +172,7 @@ def msd_datalist(
                 "restore it or remove the entry from dataset.json."
             )
         items.append({"image": str(image), "label": str(label), "case": _case_name(entry["image"])})
+    check_unique_entries(items, root / "dataset.json")
     if not items:
         raise ValueError(f"'{root / 'dataset.json'}' lists no labelled cases under 'training': list the cases there "
                          "(MSD layout), or point --dataset_dir at a folder whose dataset.json does.")
