@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import time
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch.nn as nn
 from scripts.distributed import is_main_process, unwrap_network
 from scripts.geometry import GEOMETRY_TOLERANCE_MM, geometry_difference, header_problem, intensity_problem
 from scripts.networks import create_network, get_network_class, list_networks
+from scripts.torch_files import load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -350,23 +350,12 @@ def read_weights(path: str | os.PathLike, setting: str) -> dict[str, torch.Tenso
 
     Raises:
         ValueError: ``path`` is not a file ``torch.load`` reads (a TorchScript export, a truncated download, another
-            format), or holds something other than a mapping of parameter names to tensors; naming ``setting``.
+            format), is refused for safety (pickled objects or code, e.g. a whole network) or holds something other
+            than a mapping of parameter names to tensors; naming ``setting``
+            (:func:`scripts.torch_files.load_torch_file`).
     """
-    if _is_torchscript(path):  # checked first: torch.load would hand it to torch.jit.load with a warning
-        raise ValueError(f"'{path}' (config id '{setting}') is a TorchScript export (what ckpt_export writes), not "
-                         "weights: give the state dict that training saved (model.pt).")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        # torch's own message suggests weights_only=False, which would run whatever code the file holds: the
-        # bundle never does that, so say what the file is instead
-        if "Unsupported global" in str(err):
-            what = ("holds pickled Python objects, such as a whole network saved with torch.save(network), which "
-                    "the bundle does not unpickle (that could run any code): save network.state_dict() instead")
-        else:
-            what = (f"is not a file torch.save wrote, or is cut short ({type(err).__name__}): copy it again and "
-                    "compare its sha256 with the source's")
-        raise ValueError(f"'{path}' (config id '{setting}') {what}.") from None
+    state = load_torch_file(path, setting, "give the weights training saved (model.pt), or save a network's weights "
+                                           "with torch.save(network.state_dict(), path)")
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -378,14 +367,6 @@ def read_weights(path: str | os.PathLike, setting: str) -> dict[str, torch.Tenso
             "torch.save(network.state_dict(), path)."
         )
     return dict(state)
-
-
-def _is_torchscript(path: str | os.PathLike) -> bool:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("constants.pkl") for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
 
 
 def weights_mismatch(state: Mapping[str, torch.Tensor], network: nn.Module) -> str | None:

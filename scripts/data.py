@@ -84,15 +84,19 @@ def _read_manifest(path: Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"'{path}' is not valid JSON ({err}): fix it, or restore the dataset.json that came with "
-                         "the data.") from None
+        raise ValueError(f"'{path}' (config id 'dataset_dir') is not valid JSON ({err}): fix it, or restore the "
+                         "dataset.json that came with the data.") from None
+    except OSError as err:  # a folder of that name, no permission
+        raise ValueError(f"'{path}' (config id 'dataset_dir') cannot be read ({err.strerror}): make it a readable "
+                         "file, or point --dataset_dir at another MSD task folder.") from None
     entries = manifest.get("training", []) if isinstance(manifest, dict) else None
     if not isinstance(entries, list):
-        raise ValueError(f"'{path}' must be a JSON object whose 'training' is a list of "
+        raise ValueError(f"'{path}' (config id 'dataset_dir') must be a JSON object whose 'training' is a list of "
                          "{\"image\": ..., \"label\": ...} entries, as in the MSD tasks.")
     for number, entry in enumerate(entries):
         if not (isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ("image", "label"))):
-            raise ValueError(f"'{path}': entry {number} of 'training' is {entry!r}; each must name an 'image' and its "
+            raise ValueError(f"'{path}' (config id 'dataset_dir'): entry {number} of 'training' is {entry!r}; each "
+                             "must name an 'image' and its "
                              "'label' file, relative to the folder of dataset.json (e.g. {\"image\": "
                              "\"./imagesTr/case_001.nii.gz\", \"label\": \"./labelsTr/case_001.nii.gz\"}).")
     return manifest

@@ -74,7 +74,8 @@ def intensity_problem(data: np.ndarray) -> str | None:
     largest = max(abs(low), abs(high))
     if largest > MAX_ABS_INTENSITY:
         return (f"intensities from {low:.6g} to {high:.6g} overflow the float32 the network computes in (beyond "
-                f"{MAX_ABS_INTENSITY:.0e} the normalisation's squares are infinite): rescale the image to a usual range")
+                f"{MAX_ABS_INTENSITY:.0e} the normalisation's squares are infinite): rescale the image to a usual "
+                "range")
     if high > low and (high - low) < MIN_GREY_LEVELS * float(FLOAT32.eps) * largest:
         return (f"intensities from {low:.10g} to {high:.10g} differ by less than float32 can tell apart at that "
                 "magnitude: in the network's float32 the image is (nearly) blank. Subtract the offset "
