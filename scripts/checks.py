@@ -49,24 +49,6 @@ def check_writable_dir(path: str | os.PathLike, setting: str) -> Path:
     return folder
 
 
-def check_output_dir(output_dir: str | os.PathLike, datalist: Iterable[Mapping[str, str]]) -> Path:
-    """Refuse an ``output_dir`` that holds the input images: predictions keep the input's file name, so writing
-    there would overwrite the user's images. Refuse one that cannot be written either
-    (:func:`check_writable_dir`)."""
-    out = check_writable_dir(output_dir, "output_dir")
-    for item in datalist:
-        for value in item.values():
-            if not isinstance(value, (str, os.PathLike)):
-                continue
-            target = out / Path(value).name
-            if target.exists() and os.path.samefile(target, value):
-                raise ValueError(
-                    f"output_dir '{out}' holds the input image '{value}': predictions are saved under the input's "
-                    "file name and would overwrite it. Pass another --output_dir."
-                )
-    return out
-
-
 def keep_existing_checkpoint(ckpt_dir: str | os.PathLike, filename: str = "model.pt") -> Path | None:
     """Copy a ``model.pt`` already in ``ckpt_dir`` aside before training writes a new one there.
 
@@ -98,6 +80,10 @@ def _image_problem(path: str, spatial_dims: int, in_channels: int,
         image = nib.load(path)
         shape = tuple(image.shape)
     except Exception as err:  # not NIfTI, truncated header, not gzip: nibabel says which
+        name = os.path.basename(path)
+        if isinstance(err, FileNotFoundError) and os.path.isfile(path) and name.lower() != name \
+                and name.upper() != name:  # nibabel reads .nii.gz and .NII.GZ, not .Nii.Gz (it looks for a pair)
+            return f"nibabel cannot read an extension in mixed case ({err}): rename it to end in .nii.gz or .nii", None
         return f"not a readable NIfTI image ({err})", None
     if len(shape) < spatial_dims:
         return f"a {len(shape)}-D image of shape {shape}; the network segments {spatial_dims}-D volumes", image

@@ -205,14 +205,21 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii")
 def image_datalist(inputs: str | os.PathLike | list) -> list[dict[str, str]]:
     """The ``{"image"}`` items for inference from a folder of NIfTI files, one file, or a list of files.
 
+    A folder's ``.nii`` and ``.nii.gz`` files are taken whatever the case of their extension; any other file in it
+    (hidden files aside) is named in a warning, never skipped silently.
+
     Raises:
         FileNotFoundError: naming the config id ``dataset_dir`` when nothing is found.
     """
     paths: list[Path] = []
+    skipped: list[Path] = []
     entries = [Path(e).expanduser() for e in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
     for entry in entries:
         if entry.is_dir():
-            paths += sorted(p for p in entry.iterdir() if p.is_file() and p.name.endswith(IMAGE_SUFFIXES))
+            files = sorted(p for p in entry.iterdir() if p.is_file() and not p.name.startswith("."))
+            # any case: scanners and Windows tools write CASE.NII.GZ, which nibabel reads like case.nii.gz
+            paths += [p for p in files if p.name.lower().endswith(IMAGE_SUFFIXES)]
+            skipped += [p for p in files if not p.name.lower().endswith(IMAGE_SUFFIXES)]
         elif entry.is_file():
             paths.append(entry)
         else:
@@ -227,4 +234,10 @@ def image_datalist(inputs: str | os.PathLike | list) -> list[dict[str, str]]:
             "of NIfTI images (e.g. an MSD imagesTs folder)."
             + (f" It is an MSD task folder: its images are in {' and '.join(inside)}." if inside else "")
         )
+    if skipped:  # never skip a file without a word: it may be an image saved under another extension
+        shown = ", ".join(f"'{p.name}'" for p in skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10
+                                                                 else "")
+        logger.warning("inference skips %d file(s) in %s (config id 'dataset_dir') that are not .nii or .nii.gz "
+                       "images: %s. Convert any image among them to NIfTI to segment it.", len(skipped),
+                       ", ".join(f"'{e}'" for e in entries if e.is_dir()), shown)
     return [{"image": str(p)} for p in paths]

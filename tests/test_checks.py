@@ -14,7 +14,6 @@ from scripts.checks import (
     check_device,
     check_schedule,
     check_images,
-    check_output_dir,
     check_patch_size,
     keep_existing_checkpoint,
     networks_that_fit,
@@ -22,6 +21,7 @@ from scripts.checks import (
     weights_mismatch,
 )
 from scripts.networks import XUNet, create_network, list_networks
+from scripts.outputs import PredictionNames, check_output_dir
 
 
 def test_nothing_to_keep_in_an_empty_or_missing_folder(tmp_path):
@@ -207,11 +207,13 @@ def test_an_output_dir_that_cannot_be_a_folder_is_refused_before_anything_is_wri
     (tmp_path / "a_file").write_text("the user's")
     for output_dir in (tmp_path / "a_file", tmp_path / "a_file" / "out"):
         with pytest.raises(ValueError, match=f"output_dir '{output_dir}': '{tmp_path / 'a_file'}' is a file"):
-            check_output_dir(output_dir, [image])
-    with pytest.raises(ValueError, match="holds the input image"):
-        check_output_dir(tmp_path, [image])
-    assert check_output_dir(tmp_path / "new" / "out", [image]) == tmp_path / "new" / "out"
-    assert not (tmp_path / "new").exists() and (tmp_path / "a_file").read_text() == "the user's"
+            check_output_dir(output_dir, PredictionNames([image], output_dir))
+    with pytest.raises(ValueError, match="lies inside the dataset"):
+        check_output_dir(tmp_path, PredictionNames([image], tmp_path))
+    out = tmp_path.parent / f"{tmp_path.name}_new" / "out"
+    assert check_output_dir(out, PredictionNames([image], out)) == out
+    assert not out.parent.exists()
+    assert (tmp_path / "a_file").read_text() == "the user's"
 
 
 @pytest.mark.parametrize("patch_size, problem", [
