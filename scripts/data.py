@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.checks import check_images, is_whole_number
@@ -70,8 +71,11 @@ def split_cases(names: list[str], fold: int, num_folds: int, seed: int) -> tuple
     if not is_whole_number(num_folds) or num_folds < 1:
         raise ValueError(f"num_folds={num_folds!r}: set config id 'num_folds' to the number of folds, 2 or more (train.json's "
                          "is 5), or evaluate every case with eval_split 'all'.")
-    if not 0 <= fold < num_folds:
-        raise ValueError(f"fold={fold} is out of range: set 'fold' to 0 .. {num_folds - 1} (num_folds={num_folds}).")
+    if not is_whole_number(fold) or not 0 <= fold < num_folds:
+        raise ValueError(f"fold={fold!r} is out of range: set config id 'fold' to a whole number 0 .. {num_folds - 1} "
+                         f"(num_folds={num_folds}).")
+    if not is_whole_number(seed):  # random.Random takes any hashable: a mistyped "1234" would give another split
+        raise ValueError(f"config id 'split_seed' must be a whole number (train.json's is 12345), got {seed!r}.")
     order = sorted(set(names))
     random.Random(seed).shuffle(order)
     val = set(order[fold::num_folds])
@@ -124,6 +128,49 @@ def check_unique_entries(items: list[dict[str, str]], manifest: str | os.PathLik
     return items
 
 
+@dataclass
+class MsdTask:
+    """What ``dataset.json`` of an MSD task says: its labelled cases (``{"image", "label", "case"}``, files that
+    exist), the label values it lists (None when they are not numbered), the image channels (its modalities), and a
+    message for each listed file that is missing."""
+
+    items: list[dict[str, str]]
+    label_values: list[int] | None
+    in_channels: int
+    missing: list[str]
+
+
+def read_task(root: Path, num_classes: int | None = None) -> MsdTask:
+    """Read and check ``root/dataset.json`` (:func:`_read_manifest`, :func:`check_unique_entries`, its labels against
+    ``num_classes``): the one reading of a task's manifest, for the workflows and ``python -m scripts.check_data``.
+
+    Raises:
+        ValueError: dataset.json is malformed, lists a case twice, or more labels than ``num_classes``.
+    """
+    manifest = _read_manifest(root / "dataset.json")
+    labels = manifest.get("labels")
+    numbered = isinstance(labels, dict) and all(str(k).isdigit() for k in labels)  # MSD: {"0": "background", ...}
+    label_names = {int(k): name for k, name in labels.items()} if numbered else {}
+    label_values = sorted(label_names) if numbered else None
+    if label_values and num_classes is not None and label_values[-1] >= num_classes:
+        listed = ", ".join(f"{k} {label_names[k]}" for k in label_values)
+        raise ValueError(
+            f"'{root / 'dataset.json'}' lists the labels {listed}, but config id 'num_classes' is {num_classes}: "
+            f"the network needs one output per label, background included. Set --num_classes {label_values[-1] + 1}.")
+    items, missing = [], []
+    for entry in manifest.get("training", []):
+        image, label = root / entry["image"], root / entry["label"]
+        if not image.is_file() or not label.is_file():
+            missing.append(f"'{root / 'dataset.json'}' lists '{entry['image']}' / '{entry['label']}' but the file is "
+                           "missing: restore it or remove the entry from dataset.json.")
+            continue
+        items.append({"image": str(image), "label": str(label), "case": _case_name(entry["image"])})
+    check_unique_entries(items, root / "dataset.json")
+    modalities = manifest.get("modality")
+    in_channels = len(modalities) if isinstance(modalities, dict) and modalities else 1
+    return MsdTask(items, label_values, in_channels, missing)
+
+
 def msd_datalist(
     dataset_dir: str | os.PathLike,
     split: str = "training",
@@ -157,26 +204,10 @@ def msd_datalist(
         raise ValueError(f"config id 'data_limit' must be a number of cases, 1 or more, or null for every case; got "
                          f"{limit!r}.")
     root = ensure_msd_dataset(dataset_dir, download=download)
-    manifest = _read_manifest(root / "dataset.json")
-    labels = manifest.get("labels")
-    numbered = isinstance(labels, dict) and all(str(k).isdigit() for k in labels)  # MSD: {"0": "background", ...}
-    label_names = {int(k): name for k, name in labels.items()} if numbered else {}
-    label_values = sorted(label_names) if numbered else None
-    if label_values and num_classes is not None and label_values[-1] >= num_classes:
-        listed = ", ".join(f"{k} {label_names[k]}" for k in label_values)
-        raise ValueError(
-            f"'{root / 'dataset.json'}' lists the labels {listed}, but config id 'num_classes' is {num_classes}: "
-            f"the network needs one output per label, background included. Set --num_classes {label_values[-1] + 1}.")
-    items = []
-    for entry in manifest.get("training", []):
-        image, label = root / entry["image"], root / entry["label"]
-        if not image.is_file() or not label.is_file():
-            raise FileNotFoundError(
-                f"'{root / 'dataset.json'}' lists '{entry['image']}' / '{entry['label']}' but the file is missing: "
-                "restore it or remove the entry from dataset.json."
-            )
-        items.append({"image": str(image), "label": str(label), "case": _case_name(entry["image"])})
-    check_unique_entries(items, root / "dataset.json")
+    task = read_task(root, num_classes)
+    if task.missing:
+        raise FileNotFoundError(task.missing[0])
+    items = task.items
     if not items:
         raise ValueError(f"'{root / 'dataset.json'}' lists no labelled cases under 'training': list the cases there "
                          "(MSD layout), or point --dataset_dir at a folder whose dataset.json does.")
@@ -194,8 +225,7 @@ def msd_datalist(
     chosen = chosen[:limit] if limit else chosen
     # dataset.json says how many volumes an image holds and which labels exist: check every chosen case against it
     # now, so a bad file is named before caching and training start
-    return check_images(chosen, spatial_dims=3, in_channels=len(manifest.get("modality") or {"0": "image"}),
-                        label_values=label_values,
+    return check_images(chosen, spatial_dims=3, in_channels=task.in_channels, label_values=task.label_values,
                         channels_from="the modalities listed in dataset.json")
 
 
