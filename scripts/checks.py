@@ -94,6 +94,11 @@ def _image_problem(path: str, spatial_dims: int, in_channels: int,
     if channels != in_channels:
         return (f"shape {shape} holds {channels} volumes (channels) where {in_channels} are expected "
                 f"({channels_from})"), image
+    dtype = image.get_data_dtype()
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating) or dtype == np.bool_:
+        # RGB, complex or structured voxels: MONAI's loader or the float32 cast fails deep inside
+        return (f"its voxels are of type {dtype}, not grey values (integers or floats): save the image as a "
+                "one-channel scalar volume"), image
     if problem := header_problem(image, spatial_dims):  # before the data: MONAI would fail on it or segment nothing
         return problem, image
     try:
@@ -173,6 +178,32 @@ def check_counts(at_least: int = 1, **settings: Any) -> dict[str, int]:
         if not is_whole_number(value) or value < at_least:
             raise ValueError(f"config id '{setting}' must be a whole number of {at_least} or more, got {value!r}.")
     return settings
+
+
+def check_settings(flags: Mapping[str, Any] | None = None, whole_numbers: Mapping[str, Any] | None = None,
+                   fractions: Mapping[str, Any] | None = None) -> None:
+    """Stop before any work when a setting is not of its type, each named by its config id: otherwise a mistyped
+    value reaches MONAI or Python deep inside (a string seed, num_classes "3"), or worse works silently: fire passes
+    ``--resume false`` as the string 'false', which is true.
+
+    Args:
+        flags: settings that must be True or False (e.g. ``resume``, ``download``).
+        whole_numbers: settings that must be whole numbers of 0 or more (e.g. ``seed``; ``num_classes`` 1 or more).
+        fractions: settings that must be numbers from 0 to 1 (e.g. ``cache_rate``).
+    """
+    for setting, value in (flags or {}).items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"config id '{setting}' must be True or False, got {value!r}: give --{setting} True or "
+                             f"--{setting} False (capitalised: fire reads 'false' as the text 'false').")
+    for setting, value in (whole_numbers or {}).items():
+        at_least = 1 if setting == "num_classes" else 0
+        if not is_whole_number(value) or value < at_least or (setting == "seed" and value >= 2**32):
+            raise ValueError(f"config id '{setting}' must be a whole number of {at_least} or more"
+                             + (" and below 2**32" if setting == "seed" else "") + f", got {value!r}.")
+    for setting, value in (fractions or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not 0 <= value <= 1:
+            raise ValueError(f"config id '{setting}' must be a number from 0 to 1, got {value!r}.")
 
 
 def check_schedule(learning_rate: Any, weight_decay: Any, warmup_epochs: Any, max_epochs: Any,
