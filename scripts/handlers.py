@@ -130,13 +130,13 @@ class TrainingState:
         """A fresh run does not need the state file it will replace: whatever the file holds (an earlier run's state,
         or something damaged or foreign), it only warns, and never stops the run."""
         try:
-            saved = load_torch_file(self.path, "resume", "")
+            saved = load_torch_file(self.path, "resume", RESUME_FIX)
             trainer = saved.get("trainer") if isinstance(saved, dict) else None
             if not isinstance(trainer, dict):
                 raise BundleFileError(f"'{self.path}' is no training state of this bundle")
         except BundleFileError as err:
-            logger.warning("%s. This run starts afresh (without --resume it does not read the file) and replaces it "
-                           "after its first epoch.", str(err).split(": ", 1)[0].rstrip("."))
+            logger.warning("%s. This run starts afresh (without --resume it does not need the file) and replaces it "
+                           "after its first epoch.", err.problem)
             return
         # ignite keeps the iteration and the epoch length, not the epoch
         epoch = trainer.get("iteration", 0) // max(trainer.get("epoch_length") or 1, 1)
@@ -179,7 +179,7 @@ class TrainingState:
                    if not isinstance(state, dict) or name not in state]
         if missing:
             raise BundleFileError(f"'{self.path}' (config id 'resume') is no training state of this bundle (it lacks "
-                                  f"{missing}): {RESUME_FIX}.")
+                                  f"{missing})", RESUME_FIX)
         saved_epochs = state["trainer"].get("max_epochs")
         if saved_epochs != engine.state.max_epochs:
             # the learning-rate schedule restored with the state is as long as the interrupted run: a resumed run

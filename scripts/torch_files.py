@@ -18,7 +18,16 @@ import torch
 
 
 class BundleFileError(ValueError):
-    """A file the bundle reads itself is missing, damaged, refused for safety or not what the setting needs."""
+    """A file the bundle reads itself is missing, damaged, refused for safety or not what the setting needs.
+
+    Args:
+        problem: what is wrong with which file, without the fix (for a warning where the file is not needed).
+        fix: what to do.
+    """
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        super().__init__(f"{problem}: {fix}." if fix else f"{problem}.")
+        self.problem = problem
 
 
 def is_torchscript(path: str | os.PathLike) -> bool:
@@ -61,14 +70,14 @@ def load_torch_file(path: str | os.PathLike, setting: str, fix: str) -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise BundleFileError(f"'{path}' (config id '{setting}') does not exist: {fix}.")
+        raise BundleFileError(f"'{path}' (config id '{setting}') does not exist", fix)
     if is_torchscript(path):  # checked first: torch.load would hand it to torch.jit.load with a warning
         raise BundleFileError(f"'{path}' (config id '{setting}') is a TorchScript export (what ckpt_export writes), "
-                              f"not a file of tensors: {fix}.")
+                              "not a file of tensors", fix)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         why = why_unreadable(err)
         if "for safety" not in why:  # a damaged copy can be fetched again; a refused one must be saved otherwise
             fix = f"if it is a copy, copy it again and compare its sha256 with the source's; else {fix}"
-        raise BundleFileError(f"'{path}' (config id '{setting}') {why}: {fix}.") from None
+        raise BundleFileError(f"'{path}' (config id '{setting}') {why}", fix) from None

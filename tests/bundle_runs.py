@@ -21,9 +21,11 @@ def training(tmp: Path, dataset_dir: Path, **overrides) -> ConfigWorkflow:
 
 
 def error_text(exc: BaseException) -> str:
-    """The messages of ``exc`` and every error it was raised from (ConfigWorkflow wraps the check's own)."""
+    """The messages of ``exc`` and every error it was raised from (ConfigWorkflow wraps the check's own), as a
+    traceback shows them."""
     parts = []
     while exc is not None:
         parts.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
+        # as Python prints it: an error raised "from None" hides the one it replaced
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return "\n".join(parts)

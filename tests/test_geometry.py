@@ -156,3 +156,72 @@ def test_a_dataset_json_listing_a_case_twice_is_refused(tmp_path, entries, repea
         msd_datalist(tmp_path, split="all", download=False)
     message = str(err.value)
     assert f"'{tmp_path / 'dataset.json'}' lists a case more than once" in message and repeated in message
+
+
+# --- through train.json / evaluate.json (ConfigWorkflow) ---
+
+
+def _task_with_moved_label(tmp_path, hippocampus_dir, affine_change):
+    """An MSD subset of 4 shared cases whose hippocampus_019 label is re-saved with ``affine_change`` applied."""
+    from conftest import msd_subset_folder
+
+    cases = ["hippocampus_001", "hippocampus_019", "hippocampus_033", "hippocampus_037"]
+    task = msd_subset_folder(tmp_path / "Task", hippocampus_dir, cases)
+    moved = task / "labelsTr" / "hippocampus_019.nii.gz"
+    label = nib.load(moved)
+    data = np.asanyarray(label.dataobj)
+    moved.unlink()
+    nib.save(nib.Nifti1Image(data, affine_change(label.affine.copy())), str(moved))
+    return task, moved
+
+
+def _flip(affine):
+    return affine @ np.diag([-1.0, 1.0, 1.0, 1.0])
+
+
+def _coarser(affine):  # the image's shape, another spacing: failed with tensor-size errors deep in MONAI
+    return affine @ np.diag([1.0, 1.0, 1.3, 1.0])
+
+
+def _shifted(affine):
+    affine[:3, 3] += (0.0, 3.0, 0.0)
+    return affine
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("change, difference", [(_flip, "orientation LAS against the image's RAS"),
+                                                (_coarser, "voxel size (1, 1, 1.3) mm"),
+                                                (_shifted, "shifted by (0, 3, 0) mm")],
+                         ids=["flip", "spacing", "shift"])
+def test_evaluation_and_training_name_a_label_off_its_image_grid(hippocampus_dir, tmp_path, change, difference):
+    from bundle_runs import CONFIGS, META, TINY_NET, error_text, training
+    from monai.bundle import ConfigWorkflow
+
+    from conftest import BUNDLE_ROOT
+
+    task, moved = _task_with_moved_label(tmp_path, hippocampus_dir, change)
+    image = task / "imagesTr" / "hippocampus_019.nii.gz"
+    expected = f"'{moved}': label map does not lie on the grid of its image '{image}': "
+    workflow = training(tmp_path / "train", task, data_limit=None, num_folds=2)
+    workflow.initialize()
+    with pytest.raises(Exception) as err:
+        workflow.run()
+    assert expected in error_text(err.value) and difference in error_text(err.value)
+    assert not (tmp_path / "train" / "models" / "model.pt").exists()
+    # evaluation of every case: the model is never read past its check, a tiny random one will do
+    import torch
+
+    from scripts.networks import create_network
+
+    (tmp_path / "models").mkdir()
+    torch.save(create_network("xunet", 3, 1, 3, TINY_NET).state_dict(), tmp_path / "models" / "model.pt")
+    evaluation = ConfigWorkflow(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
+                                meta_file=META, workflow_type="eval", bundle_root=str(BUNDLE_ROOT),
+                                dataset_dir=str(task), ckpt_dir=str(tmp_path / "models"),
+                                output_dir=str(tmp_path / "eval"), network_options=TINY_NET, patch_size=[32, 32, 32],
+                                download=False, device="cpu", num_workers=0, eval_split="all")
+    evaluation.initialize()
+    with pytest.raises(Exception) as err:
+        evaluation.run()
+    assert expected in error_text(err.value) and difference in error_text(err.value)
+    assert not (tmp_path / "eval").exists() or not any((tmp_path / "eval").iterdir())

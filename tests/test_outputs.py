@@ -180,11 +180,9 @@ def _infer(ckpt: Path, dataset_dir, output_dir: Path, run: bool = True):
 
 
 def _message(err) -> str:
-    exc, parts = err.value, []
-    while exc is not None:
-        parts.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
-    return "".join(parts)
+    from bundle_runs import error_text
+
+    return error_text(err.value)
 
 
 def _snapshot(folder: Path) -> dict:

@@ -125,3 +125,50 @@ def test_the_temporary_state_file_is_this_process_s_own(tmp_path, monkeypatch):
     _fit(tmp_path, resume=False, max_epochs=1)
     assert written == [str(tmp_path / f"training_state.{socket.gethostname()}.{os.getpid()}.pt.partial")]
     assert [p.name for p in tmp_path.iterdir()] == ["training_state.pt"]
+
+
+# --- through train.json / evaluate.json (ConfigWorkflow) ---
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("kind", ["code", "cut"])
+def test_training_runs_past_a_damaged_state_it_does_not_need_and_resume_names_it(hippocampus_dir, tmp_path, kind):
+    from bundle_runs import error_text, training
+
+    (tmp_path / "models").mkdir()
+    state = _foreign(tmp_path / "models", kind)
+    workflow = training(tmp_path, hippocampus_dir, resume=True)
+    workflow.initialize()
+    with pytest.raises(Exception) as err:
+        workflow.run()
+    message = error_text(err.value)
+    assert f"'{state}' (config id 'resume') " in message and "train afresh without --resume" in message
+    assert "weights_only" not in message
+    assert ("refuses to unpickle for safety" in message) == (kind == "code")
+    workflow = training(tmp_path, hippocampus_dir)  # a fresh run: the file is not needed (it warns: unit tests)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert torch.load(state, map_location="cpu", weights_only=True)["trainer"]["max_epochs"] == 1
+
+
+@pytest.mark.workflow
+def test_evaluation_refuses_a_checkpoint_holding_code_for_safety(hippocampus_dir, tmp_path):
+    from bundle_runs import CONFIGS, META, TINY_NET, error_text
+    from monai.bundle import ConfigWorkflow
+
+    from conftest import BUNDLE_ROOT
+
+    (tmp_path / "models").mkdir()
+    _write(tmp_path, "code").rename(tmp_path / "models" / "model.pt")
+    workflow = ConfigWorkflow(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], meta_file=META,
+                              workflow_type="eval", bundle_root=str(BUNDLE_ROOT), dataset_dir=str(hippocampus_dir),
+                              ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "eval"),
+                              network_options=TINY_NET, download=False, device="cpu", num_workers=0)
+    with pytest.raises(Exception) as err:
+        workflow.initialize()
+    message = error_text(err.value)
+    model = tmp_path / "models" / "model.pt"
+    assert f"'{model}' (config id 'ckpt_dir') holds pickled Python objects or code" in message
+    assert "refuses to unpickle for safety" in message and "cut short" not in message and "weights_only" not in message
