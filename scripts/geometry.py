@@ -22,8 +22,9 @@ SPACING_RANGE_MM = (0.1, 10.0)
 GEOMETRY_TOLERANCE_MM = 1e-3
 # Axes whose directions span less than this fraction of the volume of orthogonal axes are degenerate (parallel).
 MIN_AXIS_INDEPENDENCE = 1e-3
-# float32, the working precision: normalisation squares deviations from the mean, so values beyond about 1e19
-# overflow; a range narrower than this many float32 steps of the values' magnitude is rounded to a few grey levels.
+# float32, the working precision: squares and sums of values beyond about 1e19 overflow it (torch's reductions
+# accumulate in double, other steps may not); 1e18 is far beyond any scanner's range. A range narrower than this many
+# float32 steps of the values' magnitude is rounded to a few grey levels.
 FLOAT32 = np.finfo(np.float32)
 MAX_ABS_INTENSITY = 1e18
 MIN_GREY_LEVELS = 16
@@ -73,9 +74,9 @@ def intensity_problem(data: np.ndarray) -> str | None:
     low, high = float(np.min(data)), float(np.max(data))
     largest = max(abs(low), abs(high))
     if largest > MAX_ABS_INTENSITY:
-        return (f"intensities from {low:.6g} to {high:.6g} overflow the float32 the network computes in (beyond "
-                f"{MAX_ABS_INTENSITY:.0e} the normalisation's squares are infinite): rescale the image to a usual "
-                "range")
+        return (f"intensities from {low:.6g} to {high:.6g} overflow the float32 the network computes in: beyond "
+                f"{MAX_ABS_INTENSITY:.0e}, far outside any scanner's range, their squares and sums pass float32's "
+                "largest number (3.4e38) in normalisation and resampling. Rescale the image to a usual range")
     if high > low and (high - low) < MIN_GREY_LEVELS * float(FLOAT32.eps) * largest:
         return (f"intensities from {low:.10g} to {high:.10g} differ by less than float32 can tell apart at that "
                 "magnitude: in the network's float32 the image is (nearly) blank. Subtract the offset "

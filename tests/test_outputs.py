@@ -287,3 +287,24 @@ def test_an_extension_in_mixed_case_that_nibabel_cannot_read_says_so(tmp_path):
     (tmp_path / "Scan.Nii.Gz").write_bytes(Path(_image(tmp_path / "gz" / "scan.nii.gz")).read_bytes())
     with pytest.raises(ValueError, match="Scan.Nii.Gz': nibabel cannot read an extension in mixed case"):
         check_images(image_datalist(tmp_path))
+
+
+@pytest.mark.workflow
+def test_monai_bundle_run_refuses_the_labels_folder_with_a_message_and_leaves_it(tiny_ckpt, hippocampus_dir, tmp_path):
+    """The same refusal from the command line users run."""
+    import subprocess
+    import sys
+
+    from conftest import BUNDLE_ROOT, msd_subset_folder
+
+    task = msd_subset_folder(tmp_path / "Task", hippocampus_dir, ["hippocampus_001", "hippocampus_019"])
+    before = {p.name: os.readlink(p) for p in (task / "labelsTr").iterdir()}
+    done = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+         "--meta_file", "configs/metadata.json", "--bundle_root", str(BUNDLE_ROOT), "--ckpt_dir", str(tiny_ckpt),
+         "--dataset_dir", str(task / "imagesTr"), "--output_dir", str(task / "labelsTr"), "--device", "cpu",
+         "--network_options", json.dumps(TINY_NET)],
+        cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert f"config id 'output_dir' is '{task / 'labelsTr'}', which lies inside the dataset '{task}'" in done.stderr
+    assert {p.name: os.readlink(p) for p in (task / "labelsTr").iterdir()} == before
