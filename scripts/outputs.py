@@ -141,20 +141,26 @@ def record_prediction(output_dir: Path, name: str, source: str) -> None:
 
 
 def dataset_roots(dataset_dir: Any) -> list[Path]:
-    """The folders that make up the data read from ``dataset_dir`` (a folder, a file, or a list of them): each
-    folder (a file's folder), and the MSD task around it (the folder holding ``dataset.json``, e.g. the task of an
-    ``imagesTr`` folder), each as given and with links resolved."""
+    """The folders that make up the data read from ``dataset_dir`` (a folder, a file, or a list of them), each as
+    given and with links resolved: a folder given, and the MSD task around a folder or file (the folder holding
+    ``dataset.json``, e.g. the task of an ``imagesTr`` folder). A single file outside any task makes no folder data:
+    its folder may hold outputs elsewhere, only not the file itself (see :func:`check_outside_dataset`)."""
     entries = dataset_dir if isinstance(dataset_dir, (list, tuple)) else [dataset_dir]
     roots: list[Path] = []
     for entry in entries:
         if entry is None:
             continue
         path = Path(str(entry)).expanduser().absolute()
-        own = path.parent if path.is_file() else path  # a folder, or one still to be downloaded
-        for folder in (own, Path(os.path.realpath(own))):
-            roots.append(folder)
-            if (folder.parent / "dataset.json").is_file():
-                roots.append(folder.parent)
+        is_file = path.is_file()
+        # a file's folder as given and the folder it really lies in (a link into a task is data of that task)
+        real = Path(os.path.realpath(path))
+        folders = (path.parent, real.parent) if is_file else (path, real)
+        for folder in folders:
+            task = next((f for f in (folder, folder.parent) if (f / "dataset.json").is_file()), None)
+            if not is_file:
+                roots.append(folder)  # a folder given, or one still to be downloaded
+            if task is not None:
+                roots.append(task)
     return list(dict.fromkeys(roots))
 
 

@@ -79,6 +79,19 @@ def test_an_output_dir_reached_through_a_link_is_still_inside_the_data(tmp_path)
         check_output_dir(tmp_path / "link", PredictionNames(images, tmp_path / "link"), tmp_path / "inputs")
 
 
+def test_a_single_input_file_makes_only_itself_and_its_task_data(tmp_path):
+    scan = [{"image": _image(tmp_path / "home" / "scan.nii.gz")}]
+    out = tmp_path / "home" / "predictions"
+    assert check_output_dir(out, PredictionNames(scan, out), scan[0]["image"]) == out
+    with pytest.raises(ValueError, match="holds the dataset's file"):
+        check_output_dir(tmp_path / "home", PredictionNames(scan, tmp_path), scan[0]["image"])
+    task = _task(tmp_path / "Task")
+    (tmp_path / "a_link.nii.gz").symlink_to(task / "imagesTr" / "a.nii.gz")
+    linked = [{"image": str(tmp_path / "a_link.nii.gz")}]
+    with pytest.raises(ValueError, match=f"lies inside the dataset '{task}'"):
+        check_output_dir(task / "labelsTr", PredictionNames(linked, task), linked[0]["image"])
+
+
 def test_a_file_that_is_not_an_earlier_prediction_of_the_same_input_stops_the_run(tmp_path):
     images = [{"image": _image(tmp_path / "in" / "a.nii.gz")}, {"image": _image(tmp_path / "in" / "b.nii.gz")}]
     out = tmp_path / "out"
