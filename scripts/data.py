@@ -21,10 +21,15 @@ logger = logging.getLogger(__name__)
 MSD_TASK = "Task04_Hippocampus"
 
 
-def _case_name(path: str) -> str:
+IMAGE_SUFFIXES = (".nii.gz", ".nii")
+
+
+def image_stem(path: str | os.PathLike) -> str:
+    """The file name of ``path`` without its NIfTI extension, in any case (``case.NII.GZ`` -> ``case``): a case's
+    name in dataset.json, and the name of an input's prediction."""
     name = os.path.basename(str(path))
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
@@ -164,7 +169,7 @@ def read_task(root: Path, num_classes: int | None = None) -> MsdTask:
             missing.append(f"'{root / 'dataset.json'}' lists '{entry['image']}' / '{entry['label']}' but the file is "
                            "missing: restore it or remove the entry from dataset.json.")
             continue
-        items.append({"image": str(image), "label": str(label), "case": _case_name(entry["image"])})
+        items.append({"image": str(image), "label": str(label), "case": image_stem(entry["image"])})
     check_unique_entries(items, root / "dataset.json")
     modalities = manifest.get("modality")
     in_channels = len(modalities) if isinstance(modalities, dict) and modalities else 1
@@ -227,9 +232,6 @@ def msd_datalist(
     # now, so a bad file is named before caching and training start
     return check_images(chosen, spatial_dims=3, in_channels=task.in_channels, label_values=task.label_values,
                         channels_from="the modalities listed in dataset.json")
-
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii")
 
 
 def image_datalist(inputs: str | os.PathLike | list) -> list[dict[str, str]]:

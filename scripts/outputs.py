@@ -23,23 +23,14 @@ import nibabel as nib
 import numpy as np
 
 from scripts.checks import check_writable_dir
+from scripts.data import image_stem
 
 logger = logging.getLogger(__name__)
 
 # In output_dir: which input each prediction there was made from ({"predictions": {file name: input path}}).
 RECORD_NAME = "predictions.json"
 RECORD_KIND = "xunet_hippocampus predictions"
-IMAGE_SUFFIXES = (".nii.gz", ".nii")
 PREDICTION_SUFFIX = ".nii.gz"
-
-
-def image_stem(path: str | os.PathLike) -> str:
-    """The file name of ``path`` without its NIfTI extension, in any case (``case.NII.GZ`` -> ``case``)."""
-    name = os.path.basename(str(path))
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
