@@ -63,8 +63,14 @@ def check_data(folder: str, output_dir: str | None = None, num_classes: int = 3)
             return 1
         lines += [f"  FAIL {message}" for message in task.missing]
         bad += len(task.missing)
-        bad += _report("dataset.json 'training' (images and label maps)", task.items, task.label_values,
-                       task.in_channels, "the modalities listed in dataset.json", lines)
+        bad += _report(
+            "dataset.json 'training' (images and label maps)",
+            task.items,
+            task.label_values,
+            task.in_channels,
+            "the modalities listed in dataset.json",
+            lines,
+        )
         images_folder = root / "imagesTs"
     if images_folder.is_dir() and any(images_folder.iterdir()):
         try:
@@ -74,13 +80,15 @@ def check_data(folder: str, output_dir: str | None = None, num_classes: int = 3)
             bad += _report(title, datalist, None, 1, "the network's in_channels", lines)
             if output_dir is not None:
                 check_output_dir(output_dir, names, str(images_folder))
-                lines.append(f"  ok   output_dir '{output_dir}': the {len(datalist)} prediction(s) may be written "
-                             "there")
+                lines.append(
+                    f"  ok   output_dir '{output_dir}': the {len(datalist)} prediction(s) may be written " "there"
+                )
         except (ValueError, FileNotFoundError) as err:
             bad += 1
             lines.append(f"  FAIL {err}")
-    lines.append("All cases can be used." if bad == 0
-                 else f"{bad} problem(s) found: fix them before running the bundle.")
+    lines.append(
+        "All cases can be used." if bad == 0 else f"{bad} problem(s) found: fix them before running the bundle."
+    )
     print("\n".join(lines))
     return bad
 

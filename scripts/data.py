@@ -267,8 +267,8 @@ def image_datalist(inputs: str | os.PathLike | list) -> list[dict[str, str]]:
             + (f" It is an MSD task folder: its images are in {' and '.join(inside)}." if inside else "")
         )
     if skipped:  # never skip a file without a word: it may be an image saved under another extension
-        shown = ", ".join(f"'{p.name}'" for p in skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10
-                                                                 else "")
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        shown = ", ".join(f"'{p.name}'" for p in skipped[:10]) + more
         logger.warning("inference skips %d file(s) in %s (config id 'dataset_dir') that are not .nii or .nii.gz "
                        "images: %s. Convert any image among them to NIfTI to segment it.", len(skipped),
                        ", ".join(f"'{e}'" for e in entries if e.is_dir()), shown)

@@ -47,21 +47,27 @@ def header_problem(image: nib.spatialimages.SpatialImage, spatial_dims: int = 3)
     """
     affine = np.asarray(image.affine, dtype=np.float64)
     if not np.isfinite(affine).all():
-        return ("its header's voxel-to-world affine holds NaN or infinite values (pixdim, qform or sform): the image "
-                "cannot be placed in space. Rewrite the header (e.g. nibabel: set_qform/set_sform) from the scan")
+        return (
+            "its header's voxel-to-world affine holds NaN or infinite values (pixdim, qform or sform): the image "
+            "cannot be placed in space. Rewrite the header (e.g. nibabel: set_qform/set_sform) from the scan"
+        )
     spacing = spacing_of(affine, spatial_dims)
     low, high = SPACING_RANGE_MM
     if not ((spacing >= low) & (spacing <= high)).all():
         unit = image.header.get_xyzt_units()[0] if hasattr(image.header, "get_xyzt_units") else None
         hint = f" (the header's unit is '{unit}')" if unit and unit != "mm" else ""
-        return (f"voxel size {_numbers(spacing)} mm{hint} is outside {low:g} to {high:g} mm, which this model (trained "
-                "at 1 mm) cannot segment: resampled to 1 mm it would hold too few or too many voxels. Check the "
-                "header's pixdim and its unit (mm, not m or um)")
+        return (
+            f"voxel size {_numbers(spacing)} mm{hint} is outside {low:g} to {high:g} mm, which this model (trained "
+            "at 1 mm) cannot segment: resampled to 1 mm it would hold too few or too many voxels. Check the "
+            "header's pixdim and its unit (mm, not m or um)"
+        )
     rotation = affine[:spatial_dims, :spatial_dims] / spacing
     independence = abs(np.linalg.det(rotation))
     if independence < MIN_AXIS_INDEPENDENCE:
-        return (f"its header's axes are (nearly) parallel (direction matrix determinant {independence:.3g}): the "
-                "orientation is corrupt. Rewrite the header's qform/sform from the scan")
+        return (
+            f"its header's axes are (nearly) parallel (direction matrix determinant {independence:.3g}): the "
+            "orientation is corrupt. Rewrite the header's qform/sform from the scan"
+        )
     return None
 
 
@@ -74,18 +80,26 @@ def intensity_problem(data: np.ndarray) -> str | None:
     low, high = float(np.min(data)), float(np.max(data))
     largest = max(abs(low), abs(high))
     if largest > MAX_ABS_INTENSITY:
-        return (f"intensities from {low:.6g} to {high:.6g} overflow the float32 the network computes in: beyond "
-                f"{MAX_ABS_INTENSITY:.0e}, far outside any scanner's range, their squares and sums pass float32's "
-                "largest number (3.4e38) in normalisation and resampling. Rescale the image to a usual range")
+        return (
+            f"intensities from {low:.6g} to {high:.6g} overflow the float32 the network computes in: beyond "
+            f"{MAX_ABS_INTENSITY:.0e}, far outside any scanner's range, their squares and sums pass float32's "
+            "largest number (3.4e38) in normalisation and resampling. Rescale the image to a usual range"
+        )
     if high > low and (high - low) < MIN_GREY_LEVELS * float(FLOAT32.eps) * largest:
-        return (f"intensities from {low:.10g} to {high:.10g} differ by less than float32 can tell apart at that "
-                "magnitude: in the network's float32 the image is (nearly) blank. Subtract the offset "
-                f"(e.g. {low:.6g}) before saving")
+        return (
+            f"intensities from {low:.10g} to {high:.10g} differ by less than float32 can tell apart at that "
+            "magnitude: in the network's float32 the image is (nearly) blank. Subtract the offset "
+            f"(e.g. {low:.6g}) before saving"
+        )
     return None
 
 
-def geometry_difference(image: nib.spatialimages.SpatialImage, label: nib.spatialimages.SpatialImage,
-                        spatial_dims: int = 3, tolerance_mm: float = GEOMETRY_TOLERANCE_MM) -> str | None:
+def geometry_difference(
+    image: nib.spatialimages.SpatialImage,
+    label: nib.spatialimages.SpatialImage,
+    spatial_dims: int = 3,
+    tolerance_mm: float = GEOMETRY_TOLERANCE_MM,
+) -> str | None:
     """How ``label``'s voxel grid differs from ``image``'s (None when they match within ``tolerance_mm``): shape,
     voxel size, axis directions (orientation codes), origin."""
     differences = []
@@ -102,10 +116,14 @@ def geometry_difference(image: nib.spatialimages.SpatialImage, label: nib.spatia
         differences.append(f"voxel size {_numbers(label_spacing)} mm against the image's {_numbers(image_spacing)} mm")
     image_codes, label_codes = nib.aff2axcodes(a), nib.aff2axcodes(b)
     if image_codes != label_codes:
-        differences.append(f"orientation {''.join(map(str, label_codes))} against the image's "
-                           f"{''.join(map(str, image_codes))} (an axis flipped or swapped)")
-    elif np.abs(a[:3, :3] / np.maximum(image_spacing, 1e-12) - b[:3, :3] / np.maximum(label_spacing, 1e-12)).max() \
-            > tolerance_mm:
+        differences.append(
+            f"orientation {''.join(map(str, label_codes))} against the image's "
+            f"{''.join(map(str, image_codes))} (an axis flipped or swapped)"
+        )
+    elif (
+        np.abs(a[:3, :3] / np.maximum(image_spacing, 1e-12) - b[:3, :3] / np.maximum(label_spacing, 1e-12)).max()
+        > tolerance_mm
+    ):
         differences.append("axis directions rotated against the image's")
     shift = b[:3, 3] - a[:3, 3]
     if np.abs(shift).max() > tolerance_mm:

@@ -70,7 +70,8 @@ def prediction_names(inputs: Sequence[str]) -> dict[str, str]:
         raise ValueError(
             f"{len(clashing)} pair(s) of inputs (config id 'dataset_dir') would be saved as one prediction, one "
             f"overwriting the other:\n  {listed}\nTheir names differ only in the extension: remove one of each pair "
-            "(if they are copies of one case) or rename it.")
+            "(if they are copies of one case) or rename it."
+        )
     return names
 
 
@@ -93,8 +94,10 @@ class PredictionNames:
         """The prediction file name of the input at ``input_path``."""
         name = self.names.get(str(input_path)) or self._resolved.get(os.path.realpath(input_path))
         if name is None:  # an input the datalist did not list: the bundle never writes under a name it did not plan
-            raise ValueError(f"'{input_path}' is not among the inputs listed by config id 'datalist': no prediction "
-                             "name was planned for it.")
+            raise ValueError(
+                f"'{input_path}' is not among the inputs listed by config id 'datalist': no prediction "
+                "name was planned for it."
+            )
         return name
 
     def __call__(self, metadict: Mapping[str, Any], saver: Any = None) -> dict:
@@ -115,8 +118,11 @@ def read_record(output_dir: Path) -> dict[str, str] | None:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("kind") != RECORD_KIND or not isinstance(record.get("predictions"),
-                                                                                          dict):
+    if (
+        not isinstance(record, dict)
+        or record.get("kind") != RECORD_KIND
+        or not isinstance(record.get("predictions"), dict)
+    ):
         return None
     return record["predictions"]
 
@@ -159,8 +165,9 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_outside_dataset(dataset_dir: Any, datalist: Iterable[Mapping[str, Any]] | None = None,
-                          **folders: Any) -> dict[str, Path]:
+def check_outside_dataset(
+    dataset_dir: Any, datalist: Iterable[Mapping[str, Any]] | None = None, **folders: Any
+) -> dict[str, Path]:
     """Refuse any folder the run writes into (each named by its config id, e.g. ``ckpt_dir=...``) that lies inside
     the dataset being read (:func:`dataset_roots`), or that directly holds one of its files (``datalist``'s images
     and labels): a write there could replace the user's images or ground-truth labels.
@@ -182,12 +189,14 @@ def check_outside_dataset(dataset_dir: Any, datalist: Iterable[Mapping[str, Any]
         inside = next((root for root in roots for f in candidates if _inside(f, root)), None)
         held = next((name for name in files if any(Path(name).parent == f for f in candidates)), None)
         if inside is not None or held is not None:
-            where = (f"lies inside the dataset '{inside}'" if inside is not None
-                     else f"holds the dataset's file '{held}'")
+            where = (
+                f"lies inside the dataset '{inside}'" if inside is not None else f"holds the dataset's file '{held}'"
+            )
             raise ValueError(
                 f"config id '{setting}' is '{folder}', which {where} (config id 'dataset_dir'): the run's files "
                 f"would be written among the data it reads and could replace images or labels. Pass a --{setting} "
-                "outside the dataset (e.g. a new folder beside it).")
+                "outside the dataset (e.g. a new folder beside it)."
+            )
         checked[setting] = folder
     return checked
 
@@ -197,14 +206,18 @@ def _is_prediction_of(target: Path, source: str) -> bool:
     input's voxel grid (shape and affine). A file the user put there since, under the same name, does not."""
     try:
         prediction, image = nib.load(target), nib.load(source)
-        return (prediction.get_data_dtype() == np.uint8 and prediction.shape[:3] == image.shape[:3]
-                and np.allclose(prediction.affine, image.affine, atol=1e-3))
+        return (
+            prediction.get_data_dtype() == np.uint8
+            and prediction.shape[:3] == image.shape[:3]
+            and np.allclose(prediction.affine, image.affine, atol=1e-3)
+        )
     except Exception:  # unreadable: not a prediction
         return False
 
 
-def check_output_dir(output_dir: str | os.PathLike, names: PredictionNames, dataset_dir: Any = None,
-                     max_listed: int = 10) -> Path:
+def check_output_dir(
+    output_dir: str | os.PathLike, names: PredictionNames, dataset_dir: Any = None, max_listed: int = 10
+) -> Path:
     """Inference's ``initialize`` check of where predictions go, before any work.
 
     Refused: an ``output_dir`` that cannot be a writable folder (:func:`scripts.checks.check_writable_dir`), that lies
@@ -228,9 +241,11 @@ def check_output_dir(output_dir: str | os.PathLike, names: PredictionNames, data
     check_outside_dataset([*given, *names.names], inputs, output_dir=out)  # the inputs' own folders are data too
     record = read_record(out)
     if record is None:
-        raise ValueError(f"output_dir '{out}' holds a '{RECORD_NAME}' that this bundle did not write (it records "
-                         "which input each prediction was made from, and would replace that file). Pass another "
-                         "--output_dir.")
+        raise ValueError(
+            f"output_dir '{out}' holds a '{RECORD_NAME}' that this bundle did not write (it records "
+            "which input each prediction was made from, and would replace that file). Pass another "
+            "--output_dir."
+        )
     taken = []
     for source, name in names.names.items():
         target = out / name
@@ -242,12 +257,15 @@ def check_output_dir(output_dir: str | os.PathLike, names: PredictionNames, data
             made_from = f"a prediction of '{record[name]}'" if name in record else "not a prediction of this bundle"
             taken.append(f"'{target}' exists and is {made_from}, not of the input '{source}'")
         elif not _is_prediction_of(target, source):  # recorded, but replaced since by something else
-            taken.append(f"'{target}' exists and is no longer the prediction of '{source}' that was saved there (not "
-                         "a label map on that image's grid)")
+            taken.append(
+                f"'{target}' exists and is no longer the prediction of '{source}' that was saved there (not "
+                "a label map on that image's grid)"
+            )
     if taken:
         more = f"\n  ... and {len(taken) - max_listed} more" if len(taken) > max_listed else ""
         raise ValueError(
             f"output_dir '{out}' already holds {len(taken)} file(s) that the predictions of this run would "
             "overwrite:\n  " + "\n  ".join(taken[:max_listed]) + more + "\nNothing was written. Pass an empty or "
-            "new --output_dir (predictions of the same inputs in it may be replaced), or move these files away.")
+            "new --output_dir (predictions of the same inputs in it may be replaced), or move these files away."
+        )
     return out

@@ -82,8 +82,13 @@ class TrainingLock:
             return self.path
         check_writable_dir(self.folder, self.setting)
         self.folder.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv)[:500]}
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "process_start": _process_start(os.getpid()),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "command": " ".join(sys.argv)[:500],
+        }
         # written whole under a name of this process's own, then linked: the lock never exists half-written
         partial = self.folder / f".{LOCK_NAME}.{me['host']}.{me['pid']}.partial"
         partial.write_text(json.dumps(me, indent=1))
@@ -95,8 +100,10 @@ class TrainingLock:
                 except FileExistsError:
                     self._resolve_existing(me)
             else:
-                raise RuntimeError(f"could not take the lock '{self.path}' (config id '{self.setting}'): other runs "
-                                   "keep taking it. Start this run again.")
+                raise RuntimeError(
+                    f"could not take the lock '{self.path}' (config id '{self.setting}'): other runs "
+                    "keep taking it. Start this run again."
+                )
         finally:
             partial.unlink(missing_ok=True)
         self.held = True
@@ -113,21 +120,30 @@ class TrainingLock:
             self.path.unlink(missing_ok=True)
             return
         if host == me["host"] and isinstance(pid, int) and not _is_running(pid, holder.get("process_start")):
-            logger.warning("'%s' (config id '%s') was left by a training run that no longer exists (pid %s on %s, "
-                           "started %s): taking it over.", self.path, self.setting, pid, host, holder.get("started"))
+            logger.warning(
+                "'%s' (config id '%s') was left by a training run that no longer exists (pid %s on %s, "
+                "started %s): taking it over.",
+                self.path,
+                self.setting,
+                pid,
+                host,
+                holder.get("started"),
+            )
             self.path.unlink(missing_ok=True)
             return
         if not holder:
             who = "a run whose lock file cannot be read"
         else:
-            who = (f"pid {pid} on host '{host}', started {holder.get('started')}"
-                   + (f", command: {holder['command']}" if holder.get("command") else ""))
+            who = f"pid {pid} on host '{host}', started {holder.get('started')}" + (
+                f", command: {holder['command']}" if holder.get("command") else ""
+            )
         elsewhere = "" if host == me["host"] else " (on another host: this one cannot tell whether it still runs)"
         raise RuntimeError(
             f"another training holds '{self.path}' (config id '{self.setting}'): {who}{elsewhere}. Two trainings "
             "into one ckpt_dir would replace each other's model.pt and training state. Wait for that run to end, or "
             "give this run its own --ckpt_dir (its state_dir follows: <ckpt_dir>_state). If that run is gone, "
-            f"delete '{self.path}'.")
+            f"delete '{self.path}'."
+        )
 
     def release(self) -> None:
         """Remove the lock if this run holds it (called by ``finalize`` and at exit; harmless twice)."""

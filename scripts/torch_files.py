@@ -26,8 +26,11 @@ class BundleFileError(ValueError):
     """
 
     def __init__(self, problem: str, fix: str = "") -> None:
-        super().__init__(f"{problem}: {fix}." if fix else f"{problem}.")
-        self.problem = problem
+        super().__init__(problem, fix)  # both, so the error pickles and copies whole (e.g. from a worker)
+        self.problem, self.fix = problem, fix
+
+    def __str__(self) -> str:
+        return f"{self.problem}: {self.fix}." if self.fix else f"{self.problem}."
 
 
 def is_torchscript(path: str | os.PathLike) -> bool:
@@ -47,15 +50,20 @@ def why_unreadable(err: BaseException) -> str:
     if "unsupported global" in text.lower():
         found = next((line.strip() for line in text.splitlines() if "global" in line.lower()), "")
         named = found.split("GLOBAL", 1)[1].split()[0] if "GLOBAL" in found else ""
-        return ("holds pickled Python objects or code" + (f" ({named})" if named else "")
-                + ", which the bundle refuses to unpickle for safety: unpickling can run any code the file carries")
+        return (
+            "holds pickled Python objects or code"
+            + (f" ({named})" if named else "")
+            + ", which the bundle refuses to unpickle for safety: unpickling can run any code the file carries"
+        )
     if isinstance(err, EOFError) or "Ran out of input" in text:
         return "is empty or cut short"
     # anything else torch cannot read (a bad zip directory, an invalid pickle opcode, an OS error on a cut-short
     # archive) is a damaged copy or another format: torch's first line, for whoever digs further
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    detail = next((line.split("WeightsUnpickler error:", 1)[1].strip() for line in lines
-                   if "WeightsUnpickler error:" in line), lines[0] if lines else "no detail")
+    detail = next(
+        (line.split("WeightsUnpickler error:", 1)[1].strip() for line in lines if "WeightsUnpickler error:" in line),
+        lines[0] if lines else "no detail",
+    )
     # torch's text around it suggests weights_only=False, which would run the file's code: never pass that on
     first = "no detail" if "weights_only" in detail else detail.split("Check the documentation")[0].strip()[:160]
     return f"is not a file torch.save wrote, or is damaged or cut short ({type(err).__name__}: {first})"
@@ -72,8 +80,11 @@ def load_torch_file(path: str | os.PathLike, setting: str, fix: str) -> Any:
     if not path.is_file():
         raise BundleFileError(f"'{path}' (config id '{setting}') does not exist", fix)
     if is_torchscript(path):  # checked first: torch.load would hand it to torch.jit.load with a warning
-        raise BundleFileError(f"'{path}' (config id '{setting}') is a TorchScript export (what ckpt_export writes), "
-                              "not a file of tensors", fix)
+        raise BundleFileError(
+            f"'{path}' (config id '{setting}') is a TorchScript export (what ckpt_export writes), "
+            "not a file of tensors",
+            fix,
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

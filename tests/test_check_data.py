@@ -8,8 +8,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import BUNDLE_ROOT
+
 from scripts.check_data import check_data
 from scripts.checks import check_images
 from scripts.data import msd_datalist
@@ -31,8 +31,9 @@ def _task(root: Path, cases: dict, duplicate: bool = False) -> Path:
         entries.append({"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"})
     if duplicate:
         entries.append(entries[0])
-    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "a", "2": "b"},
-                                                   "modality": {"0": "MRI"}, "training": entries}))
+    (root / "dataset.json").write_text(
+        json.dumps({"labels": {"0": "background", "1": "a", "2": "b"}, "modality": {"0": "MRI"}, "training": entries})
+    )
     return root
 
 
@@ -47,8 +48,13 @@ SHIFTED = np.eye(4)
 SHIFTED[:3, 3] = (0, 2, 0)
 COARSE = np.diag([1.0, 1.0, 1.5, 1.0])
 
-BAD_CASES = {"flipped": (_label(), FLIPPED), "shifted": (_label(), SHIFTED), "coarse": (_label(), COARSE),
-             "fractional": (_label(0.9999999, np.float32), None), "unknown": (_label(7), None)}
+BAD_CASES = {
+    "flipped": (_label(), FLIPPED),
+    "shifted": (_label(), SHIFTED),
+    "coarse": (_label(), COARSE),
+    "fractional": (_label(0.9999999, np.float32), None),
+    "unknown": (_label(7), None),
+}
 
 
 def test_every_case_is_reported_with_the_workflows_own_message(tmp_path, capsys):
@@ -78,8 +84,11 @@ def test_a_dataset_json_listing_a_case_twice_or_a_missing_file_is_reported(tmp_p
 def test_a_folder_of_images_is_reported_with_its_prediction_names_and_output_dir(tmp_path, capsys):
     rng = np.random.default_rng(0)
     _save(tmp_path / "in" / "A.NII.GZ", rng.random((12, 13, 14)).astype(np.float32))
-    _save(tmp_path / "in" / "metres.nii.gz", rng.random((12, 13, 14)).astype(np.float32),
-          np.diag([0.001, 0.001, 0.001, 1.0]))
+    _save(
+        tmp_path / "in" / "metres.nii.gz",
+        rng.random((12, 13, 14)).astype(np.float32),
+        np.diag([0.001, 0.001, 0.001, 1.0]),
+    )
     _save(tmp_path / "in" / "huge.nii.gz", rng.random((12, 13, 14)) * 1e30)
     assert check_data(str(tmp_path / "in"), output_dir=str(tmp_path / "out")) == 2
     report = capsys.readouterr().out
@@ -93,8 +102,15 @@ def test_a_folder_of_images_is_reported_with_its_prediction_names_and_output_dir
 def test_the_command_line_exits_1_on_a_problem_and_0_when_all_is_well(tmp_path):
     good = _task(tmp_path / "good", {"a": (_label(), None)})
     bad = _task(tmp_path / "bad", {"a": (_label(), FLIPPED)})
-    runs = {name: subprocess.run([sys.executable, "-m", "scripts.check_data", str(folder)], cwd=BUNDLE_ROOT,
-                                 capture_output=True, text=True, timeout=300)
-            for name, folder in (("good", good), ("bad", bad))}
+    runs = {
+        name: subprocess.run(
+            [sys.executable, "-m", "scripts.check_data", str(folder)],
+            cwd=BUNDLE_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        for name, folder in (("good", good), ("bad", bad))
+    }
     assert runs["good"].returncode == 0 and "All cases can be used." in runs["good"].stdout
     assert runs["bad"].returncode == 1 and "FAIL a: " in runs["bad"].stdout and "Traceback" not in runs["bad"].stderr

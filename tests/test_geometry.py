@@ -18,9 +18,12 @@ def _case(tmp_path, label_affine=None, image_affine=None, label=None, name="case
     rng = np.random.default_rng(0)
     image = _save(tmp_path / f"{name}_image.nii.gz", rng.random((9, 10, 11)), image_affine)
     data = np.zeros((9, 10, 11)) if label is None else label
-    label_file = _save(tmp_path / f"{name}_label.nii.gz", data,
-                       (np.eye(4) if image_affine is None else image_affine) if label_affine is None else label_affine,
-                       dtype=np.float32 if label is not None else np.uint8)
+    label_file = _save(
+        tmp_path / f"{name}_label.nii.gz",
+        data,
+        (np.eye(4) if image_affine is None else image_affine) if label_affine is None else label_affine,
+        dtype=np.float32 if label is not None else np.uint8,
+    )
     return {"image": image, "label": label_file}
 
 
@@ -32,13 +35,16 @@ def _affine(spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), flip=()):
     return affine
 
 
-@pytest.mark.parametrize("label_affine, expected", [
-    (_affine(flip=(0,)), "orientation LAS against the image's RAS"),
-    (_affine(flip=(1, 2)), "orientation RPI against the image's RAS"),
-    (_affine(origin=(0, 0, 5)), "shifted by (0, 0, 5) mm"),
-    (_affine(spacing=(1.0, 1.0, 2.0)), "voxel size (1, 1, 2) mm against the image's (1, 1, 1) mm"),
-    (_affine(spacing=(0.5, 0.5, 0.5), origin=(1, 1, 1)), "voxel size (0.5, 0.5, 0.5) mm"),
-])
+@pytest.mark.parametrize(
+    "label_affine, expected",
+    [
+        (_affine(flip=(0,)), "orientation LAS against the image's RAS"),
+        (_affine(flip=(1, 2)), "orientation RPI against the image's RAS"),
+        (_affine(origin=(0, 0, 5)), "shifted by (0, 0, 5) mm"),
+        (_affine(spacing=(1.0, 1.0, 2.0)), "voxel size (1, 1, 2) mm against the image's (1, 1, 1) mm"),
+        (_affine(spacing=(0.5, 0.5, 0.5), origin=(1, 1, 1)), "voxel size (0.5, 0.5, 0.5) mm"),
+    ],
+)
 def test_a_label_off_its_image_grid_is_named_with_both_files_and_the_difference(tmp_path, label_affine, expected):
     case = _case(tmp_path, label_affine)
     [problem] = case_problems(case)
@@ -65,14 +71,17 @@ def test_the_difference_lists_every_way_the_grids_differ():
     assert geometry_difference(image, nib.Nifti1Image(np.zeros((4, 5, 6), np.uint8), _affine())) is None
 
 
-@pytest.mark.parametrize("affine, expected", [
-    (_affine(spacing=(0.001, 0.001, 0.001)), "voxel size (0.001, 0.001, 0.001) mm"),
-    (_affine(spacing=(1, 1, 50)), "outside 0.1 to 10 mm"),
-    (np.diag([1.0, 1.0, 0.0, 1.0]), "voxel size (1, 1, 0) mm"),
-    (None, "NaN or infinite"),
-    (np.array([[1.0, 1.0, 0, 0], [0, 0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]]), "(nearly) parallel"),
-    (np.array([[1.0, 0.9999999, 0, 0], [0, 0.0004, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]]), "(nearly) parallel"),
-])
+@pytest.mark.parametrize(
+    "affine, expected",
+    [
+        (_affine(spacing=(0.001, 0.001, 0.001)), "voxel size (0.001, 0.001, 0.001) mm"),
+        (_affine(spacing=(1, 1, 50)), "outside 0.1 to 10 mm"),
+        (np.diag([1.0, 1.0, 0.0, 1.0]), "voxel size (1, 1, 0) mm"),
+        (None, "NaN or infinite"),
+        (np.array([[1.0, 1.0, 0, 0], [0, 0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]]), "(nearly) parallel"),
+        (np.array([[1.0, 0.9999999, 0, 0], [0, 0.0004, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]]), "(nearly) parallel"),
+    ],
+)
 def test_an_implausible_header_is_named(tmp_path, affine, expected):
     # the affine goes to the sform only: nibabel cannot write a singular one as a qform
     image = nib.Nifti1Image(np.random.default_rng(0).random((9, 10, 11)).astype(np.float32), None)
@@ -96,17 +105,22 @@ def test_a_header_in_metres_names_its_unit(tmp_path):
     assert "the header's unit is 'meter'" in header_problem(image)
 
 
-@pytest.mark.parametrize("data, expected", [
-    (np.array([0.0, 1e30]), "overflow the float32"),
-    (np.array([-3e20, 5.0]), "overflow the float32"),
-    (np.array([1e9, 1e9 + 1]), "less than float32 can tell apart"),
-])
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (np.array([0.0, 1e30]), "overflow the float32"),
+        (np.array([-3e20, 5.0]), "overflow the float32"),
+        (np.array([1e9, 1e9 + 1]), "less than float32 can tell apart"),
+    ],
+)
 def test_intensities_float32_cannot_hold_are_named(data, expected):
     assert expected in intensity_problem(data)
 
 
-@pytest.mark.parametrize("data", [np.array([0, 4095], np.int16), np.array([-1024.0, 3071.0]), np.array([0.0, 1e-6]),
-                                  np.array([1e6, 1e6 + 100])])
+@pytest.mark.parametrize(
+    "data",
+    [np.array([0, 4095], np.int16), np.array([-1024.0, 3071.0]), np.array([0.0, 1e-6]), np.array([1e6, 1e6 + 100])],
+)
 def test_usual_intensity_ranges_pass(data):
     assert intensity_problem(data) is None
 
@@ -118,9 +132,13 @@ def test_an_image_float32_cannot_hold_is_named_before_work(tmp_path):
         check_images([{"image": path}])
 
 
-@pytest.mark.parametrize("values, shown", [([0.0, 0.99999994, 2.0000002], "label values [0.99999994, 2.00000024] are "
-                                                                         "not whole numbers"),
-                                           ([0.0, 1.5], "label values [1.5] are not whole numbers")])
+@pytest.mark.parametrize(
+    "values, shown",
+    [
+        ([0.0, 0.99999994, 2.0000002], "label values [0.99999994, 2.00000024] are " "not whole numbers"),
+        ([0.0, 1.5], "label values [1.5] are not whole numbers"),
+    ],
+)
 def test_label_values_near_whole_numbers_are_shown_as_they_are(tmp_path, values, shown):
     label = np.zeros((9, 10, 11), np.float32)
     label.flat[: len(values)] = values
@@ -139,15 +157,33 @@ def _manifest(tmp_path, entries):
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "bg", "1": "a"}, "training": entries}))
 
 
-@pytest.mark.parametrize("entries, repeated", [
-    ([{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}] * 2, "image '"),
-    ([{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"},
-      {"image": "./imagesTr/../imagesTr/a.nii.gz", "label": "labelsTr/b.nii.gz"}], "in entries 0, 1"),
-    ([{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"},
-      {"image": "imagesTr/b.nii.gz", "label": "labelsTr/a.nii.gz"}], "label map '"),
-    ([{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"},
-      {"image": "imagesTr/a.nii", "label": "labelsTr/b.nii.gz"}], "case name 'a' in entries 0, 1"),
-])
+@pytest.mark.parametrize(
+    "entries, repeated",
+    [
+        ([{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}] * 2, "image '"),
+        (
+            [
+                {"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"},
+                {"image": "./imagesTr/../imagesTr/a.nii.gz", "label": "labelsTr/b.nii.gz"},
+            ],
+            "in entries 0, 1",
+        ),
+        (
+            [
+                {"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"},
+                {"image": "imagesTr/b.nii.gz", "label": "labelsTr/a.nii.gz"},
+            ],
+            "label map '",
+        ),
+        (
+            [
+                {"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"},
+                {"image": "imagesTr/a.nii", "label": "labelsTr/b.nii.gz"},
+            ],
+            "case name 'a' in entries 0, 1",
+        ),
+    ],
+)
 def test_a_dataset_json_listing_a_case_twice_is_refused(tmp_path, entries, repeated):
     from scripts.data import msd_datalist
 
@@ -189,15 +225,19 @@ def _shifted(affine):
 
 
 @pytest.mark.workflow
-@pytest.mark.parametrize("change, difference", [(_flip, "orientation LAS against the image's RAS"),
-                                                (_coarser, "voxel size (1, 1, 1.3) mm"),
-                                                (_shifted, "shifted by (0, 3, 0) mm")],
-                         ids=["flip", "spacing", "shift"])
+@pytest.mark.parametrize(
+    "change, difference",
+    [
+        (_flip, "orientation LAS against the image's RAS"),
+        (_coarser, "voxel size (1, 1, 1.3) mm"),
+        (_shifted, "shifted by (0, 3, 0) mm"),
+    ],
+    ids=["flip", "spacing", "shift"],
+)
 def test_evaluation_and_training_name_a_label_off_its_image_grid(hippocampus_dir, tmp_path, change, difference):
     from bundle_runs import CONFIGS, META, TINY_NET, error_text, training
-    from monai.bundle import ConfigWorkflow
-
     from conftest import BUNDLE_ROOT
+    from monai.bundle import ConfigWorkflow
 
     task, moved = _task_with_moved_label(tmp_path, hippocampus_dir, change)
     image = task / "imagesTr" / "hippocampus_019.nii.gz"
@@ -215,11 +255,21 @@ def test_evaluation_and_training_name_a_label_off_its_image_grid(hippocampus_dir
 
     (tmp_path / "models").mkdir()
     torch.save(create_network("xunet", 3, 1, 3, TINY_NET).state_dict(), tmp_path / "models" / "model.pt")
-    evaluation = ConfigWorkflow(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
-                                meta_file=META, workflow_type="eval", bundle_root=str(BUNDLE_ROOT),
-                                dataset_dir=str(task), ckpt_dir=str(tmp_path / "models"),
-                                output_dir=str(tmp_path / "eval"), network_options=TINY_NET, patch_size=[32, 32, 32],
-                                download=False, device="cpu", num_workers=0, eval_split="all")
+    evaluation = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
+        meta_file=META,
+        workflow_type="eval",
+        bundle_root=str(BUNDLE_ROOT),
+        dataset_dir=str(task),
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "eval"),
+        network_options=TINY_NET,
+        patch_size=[32, 32, 32],
+        download=False,
+        device="cpu",
+        num_workers=0,
+        eval_split="all",
+    )
     evaluation.initialize()
     with pytest.raises(Exception) as err:
         evaluation.run()

@@ -39,11 +39,19 @@ def _task(root: Path, cases=("a", "b")) -> Path:
 
 
 def test_each_input_gets_its_own_prediction_name(tmp_path):
-    inputs = [str(tmp_path / "x" / "scan.nii.gz"), str(tmp_path / "y" / "scan.NII"), str(tmp_path / "x" / "c.nii"),
-              str(tmp_path / "x" / "UP.NII.GZ")]
+    inputs = [
+        str(tmp_path / "x" / "scan.nii.gz"),
+        str(tmp_path / "y" / "scan.NII"),
+        str(tmp_path / "x" / "c.nii"),
+        str(tmp_path / "x" / "UP.NII.GZ"),
+    ]
     names = prediction_names(inputs)
-    assert names == {inputs[0]: "x_scan.nii.gz", inputs[1]: "y_scan.nii.gz", inputs[2]: "c.nii.gz",
-                     inputs[3]: "UP.nii.gz"}
+    assert names == {
+        inputs[0]: "x_scan.nii.gz",
+        inputs[1]: "y_scan.nii.gz",
+        inputs[2]: "c.nii.gz",
+        inputs[3]: "UP.nii.gz",
+    }
     deeper = [str(tmp_path / "p1" / "t1" / "image.nii.gz"), str(tmp_path / "p2" / "t1" / "image.nii.gz")]
     assert sorted(prediction_names(deeper).values()) == ["p1_t1_image.nii.gz", "p2_t1_image.nii.gz"]
 
@@ -177,15 +185,22 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 
 
 def _infer(ckpt: Path, dataset_dir, output_dir: Path, run: bool = True):
+    from conftest import BUNDLE_ROOT
     from monai.bundle import ConfigWorkflow
 
-    from conftest import BUNDLE_ROOT
-
-    workflow = ConfigWorkflow(config_file=str(BUNDLE_ROOT / "configs" / "inference.json"),
-                              meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"), workflow_type="infer",
-                              bundle_root=str(BUNDLE_ROOT), ckpt_dir=str(ckpt), dataset_dir=dataset_dir,
-                              output_dir=str(output_dir), network_options=TINY_NET, patch_size=[32, 32, 32],
-                              device="cpu", tta_axes=[])
+    workflow = ConfigWorkflow(
+        config_file=str(BUNDLE_ROOT / "configs" / "inference.json"),
+        meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"),
+        workflow_type="infer",
+        bundle_root=str(BUNDLE_ROOT),
+        ckpt_dir=str(ckpt),
+        dataset_dir=dataset_dir,
+        output_dir=str(output_dir),
+        network_options=TINY_NET,
+        patch_size=[32, 32, 32],
+        device="cpu",
+        tta_axes=[],
+    )
     workflow.initialize()
     if run:
         workflow.run()
@@ -221,8 +236,9 @@ def test_inference_into_the_task_s_labels_is_refused_and_the_labels_stay(tiny_ck
 
 
 @pytest.mark.workflow
-def test_inference_never_writes_two_inputs_to_one_file_and_reruns_replace_only_its_own(tiny_ckpt, hippocampus_dir,
-                                                                                       tmp_path):
+def test_inference_never_writes_two_inputs_to_one_file_and_reruns_replace_only_its_own(
+    tiny_ckpt, hippocampus_dir, tmp_path
+):
     source = hippocampus_dir / "imagesTr"
     for folder, case in (("p1", "hippocampus_001"), ("p2", "hippocampus_019")):
         (tmp_path / "in" / folder).mkdir(parents=True)
@@ -264,7 +280,6 @@ def test_inference_refuses_two_copies_of_one_case_naming_both(tiny_ckpt, hippoca
 @pytest.mark.parametrize("setting", ["ckpt_dir", "tensorboard_dir"])
 def test_training_writing_inside_its_dataset_is_refused_before_any_work(hippocampus_dir, tmp_path, setting):
     from bundle_runs import error_text, training
-
     from conftest import msd_subset_folder
 
     task = msd_subset_folder(tmp_path / "Task", hippocampus_dir, ["hippocampus_001", "hippocampus_019"])
@@ -279,15 +294,24 @@ def test_training_writing_inside_its_dataset_is_refused_before_any_work(hippocam
 @pytest.mark.workflow
 def test_evaluation_into_its_dataset_is_refused(hippocampus_dir, tmp_path, tiny_ckpt):
     from bundle_runs import CONFIGS, META, TINY_NET, error_text
+    from conftest import BUNDLE_ROOT, msd_subset_folder
     from monai.bundle import ConfigWorkflow
 
-    from conftest import BUNDLE_ROOT, msd_subset_folder
-
     task = msd_subset_folder(tmp_path / "Task", hippocampus_dir, ["hippocampus_001", "hippocampus_019"])
-    workflow = ConfigWorkflow(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], meta_file=META,
-                              workflow_type="eval", bundle_root=str(BUNDLE_ROOT), dataset_dir=str(task),
-                              ckpt_dir=str(tiny_ckpt), output_dir=str(task / "eval"), network_options=TINY_NET,
-                              patch_size=[32, 32, 32], download=False, device="cpu", num_workers=0)
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
+        meta_file=META,
+        workflow_type="eval",
+        bundle_root=str(BUNDLE_ROOT),
+        dataset_dir=str(task),
+        ckpt_dir=str(tiny_ckpt),
+        output_dir=str(task / "eval"),
+        network_options=TINY_NET,
+        patch_size=[32, 32, 32],
+        download=False,
+        device="cpu",
+        num_workers=0,
+    )
     with pytest.raises(Exception) as err:
         workflow.initialize()
     assert f"config id 'output_dir' is '{task / 'eval'}', which lies inside the dataset" in error_text(err.value)
@@ -313,11 +337,33 @@ def test_monai_bundle_run_refuses_the_labels_folder_with_a_message_and_leaves_it
     task = msd_subset_folder(tmp_path / "Task", hippocampus_dir, ["hippocampus_001", "hippocampus_019"])
     before = {p.name: os.readlink(p) for p in (task / "labelsTr").iterdir()}
     done = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-         "--meta_file", "configs/metadata.json", "--bundle_root", str(BUNDLE_ROOT), "--ckpt_dir", str(tiny_ckpt),
-         "--dataset_dir", str(task / "imagesTr"), "--output_dir", str(task / "labelsTr"), "--device", "cpu",
-         "--network_options", json.dumps(TINY_NET)],
-        cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--meta_file",
+            "configs/metadata.json",
+            "--bundle_root",
+            str(BUNDLE_ROOT),
+            "--ckpt_dir",
+            str(tiny_ckpt),
+            "--dataset_dir",
+            str(task / "imagesTr"),
+            "--output_dir",
+            str(task / "labelsTr"),
+            "--device",
+            "cpu",
+            "--network_options",
+            json.dumps(TINY_NET),
+        ],
+        cwd=BUNDLE_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode != 0
     assert f"config id 'output_dir' is '{task / 'labelsTr'}', which lies inside the dataset '{task}'" in done.stderr
     assert {p.name: os.readlink(p) for p in (task / "labelsTr").iterdir()} == before

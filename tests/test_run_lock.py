@@ -15,9 +15,17 @@ from scripts.run_lock import LOCK_NAME, TrainingLock, _process_start
 def _holder(folder, pid, host=None, process_start="same"):
     folder.mkdir(parents=True, exist_ok=True)
     start = _process_start(pid) if process_start == "same" else process_start
-    (folder / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
-                                                "process_start": start, "started": "2026-12-02 22:00:00 UTC",
-                                                "command": "monai.bundle run --config_file configs/train.json"}))
+    (folder / LOCK_NAME).write_text(
+        json.dumps(
+            {
+                "pid": pid,
+                "host": host or socket.gethostname(),
+                "process_start": start,
+                "started": "2026-12-02 22:00:00 UTC",
+                "command": "monai.bundle run --config_file configs/train.json",
+            }
+        )
+    )
 
 
 @pytest.fixture

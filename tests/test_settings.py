@@ -8,20 +8,28 @@ import pytest
 from scripts.checks import check_images, check_settings
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"flags": {"resume": "false"}}, "config id 'resume' must be True or False, got 'false'"),
-    ({"flags": {"download": 1}}, "config id 'download' must be True or False, got 1"),
-    ({"whole_numbers": {"seed": "42"}},
-     "config id 'seed' must be a whole number of 0 or more and below 2**32, got '42'"),
-    ({"whole_numbers": {"seed": -1}}, "config id 'seed' must be a whole number"),
-    ({"whole_numbers": {"seed": 2**32}}, "below 2**32"),
-    ({"whole_numbers": {"num_classes": "3"}}, "config id 'num_classes' must be a whole number of 1 or more, got '3'"),
-    ({"whole_numbers": {"num_classes": 0}}, "config id 'num_classes' must be a whole number of 1 or more, got 0"),
-    ({"whole_numbers": {"fold": 1.0}}, "config id 'fold' must be a whole number of 0 or more, got 1.0"),
-    ({"fractions": {"cache_rate": "1"}}, "config id 'cache_rate' must be a number from 0 to 1, got '1'"),
-    ({"fractions": {"cache_rate": 1.5}}, "config id 'cache_rate' must be a number from 0 to 1, got 1.5"),
-    ({"fractions": {"cache_rate": True}}, "config id 'cache_rate' must be a number from 0 to 1, got True"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"flags": {"resume": "false"}}, "config id 'resume' must be True or False, got 'false'"),
+        ({"flags": {"download": 1}}, "config id 'download' must be True or False, got 1"),
+        (
+            {"whole_numbers": {"seed": "42"}},
+            "config id 'seed' must be a whole number of 0 or more and below 2**32, got '42'",
+        ),
+        ({"whole_numbers": {"seed": -1}}, "config id 'seed' must be a whole number"),
+        ({"whole_numbers": {"seed": 2**32}}, "below 2**32"),
+        (
+            {"whole_numbers": {"num_classes": "3"}},
+            "config id 'num_classes' must be a whole number of 1 or more, got '3'",
+        ),
+        ({"whole_numbers": {"num_classes": 0}}, "config id 'num_classes' must be a whole number of 1 or more, got 0"),
+        ({"whole_numbers": {"fold": 1.0}}, "config id 'fold' must be a whole number of 0 or more, got 1.0"),
+        ({"fractions": {"cache_rate": "1"}}, "config id 'cache_rate' must be a number from 0 to 1, got '1'"),
+        ({"fractions": {"cache_rate": 1.5}}, "config id 'cache_rate' must be a number from 0 to 1, got 1.5"),
+        ({"fractions": {"cache_rate": True}}, "config id 'cache_rate' must be a number from 0 to 1, got True"),
+    ],
+)
 def test_a_mistyped_setting_is_named_with_its_value(kwargs, message):
     with pytest.raises(ValueError) as err:
         check_settings(**kwargs)
@@ -29,8 +37,11 @@ def test_a_mistyped_setting_is_named_with_its_value(kwargs, message):
 
 
 def test_settings_of_their_type_pass():
-    check_settings(flags={"resume": False, "download": True}, whole_numbers={"seed": 0, "num_classes": 3, "fold": 4},
-                   fractions={"cache_rate": 0, "other": 0.5})
+    check_settings(
+        flags={"resume": False, "download": True},
+        whole_numbers={"seed": 0, "num_classes": 3, "fold": 4},
+        fractions={"cache_rate": 0, "other": 0.5},
+    )
 
 
 def test_complex_voxels_are_named(tmp_path):
@@ -49,12 +60,15 @@ def test_rgb_voxels_are_named(tmp_path):
 
 
 @pytest.mark.workflow
-@pytest.mark.parametrize("setting, value, message", [
-    ("resume", "false", "config id 'resume' must be True or False, got 'false'"),
-    ("seed", "x", "config id 'seed' must be a whole number"),
-    ("fold", "1", "config id 'fold' must be a whole number of 0 or more, got '1'"),
-    ("cache_rate", "1", "config id 'cache_rate' must be a number from 0 to 1, got '1'"),
-])
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("resume", "false", "config id 'resume' must be True or False, got 'false'"),
+        ("seed", "x", "config id 'seed' must be a whole number"),
+        ("fold", "1", "config id 'fold' must be a whole number of 0 or more, got '1'"),
+        ("cache_rate", "1", "config id 'cache_rate' must be a number from 0 to 1, got '1'"),
+    ],
+)
 def test_training_names_a_mistyped_setting_in_initialize(hippocampus_dir, tmp_path, setting, value, message):
     from bundle_runs import error_text, training
 

@@ -33,15 +33,24 @@ def _write(tmp_path, kind):
     return path
 
 
-@pytest.mark.parametrize("kind, what", [
-    ("code", "holds pickled Python objects or code (posix.system), which the bundle refuses to unpickle for safety"),
-    ("whole_network", "holds pickled Python objects or code (torch.nn.modules.linear.Linear), which the bundle refuses "
-                      "to unpickle for safety"),
-    ("garbage", "is not a file torch.save wrote, or is damaged or cut short"),
-    ("empty", "is empty or cut short"),
-    ("cut", "is not a file torch.save wrote, or is damaged or cut short"),
-    ("torchscript", "is a TorchScript export"),
-])
+@pytest.mark.parametrize(
+    "kind, what",
+    [
+        (
+            "code",
+            "holds pickled Python objects or code (posix.system), which the bundle refuses to unpickle for safety",
+        ),
+        (
+            "whole_network",
+            "holds pickled Python objects or code (torch.nn.modules.linear.Linear), which the bundle refuses "
+            "to unpickle for safety",
+        ),
+        ("garbage", "is not a file torch.save wrote, or is damaged or cut short"),
+        ("empty", "is empty or cut short"),
+        ("cut", "is not a file torch.save wrote, or is damaged or cut short"),
+        ("torchscript", "is a TorchScript export"),
+    ],
+)
 def test_each_unreadable_file_says_what_it_is_with_the_file_setting_and_fix(tmp_path, kind, what):
     path = _write(tmp_path, kind)
     with pytest.raises(BundleFileError) as err:
@@ -74,8 +83,9 @@ def _fit(tmp_path, resume, max_epochs=2):
     network = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
     engine = Engine(lambda engine, batch: None)
-    TrainingState(str(tmp_path / "training_state.pt"), {"network": network, "optimizer": optimizer},
-                  resume=resume).attach(engine)
+    TrainingState(
+        str(tmp_path / "training_state.pt"), {"network": network, "optimizer": optimizer}, resume=resume
+    ).attach(engine)
     engine.run([0] * 2, max_epochs=max_epochs)
     return engine
 
@@ -156,16 +166,24 @@ def test_training_runs_past_a_damaged_state_it_does_not_need_and_resume_names_it
 @pytest.mark.workflow
 def test_evaluation_refuses_a_checkpoint_holding_code_for_safety(hippocampus_dir, tmp_path):
     from bundle_runs import CONFIGS, META, TINY_NET, error_text
-    from monai.bundle import ConfigWorkflow
-
     from conftest import BUNDLE_ROOT
+    from monai.bundle import ConfigWorkflow
 
     (tmp_path / "models").mkdir()
     _write(tmp_path, "code").rename(tmp_path / "models" / "model.pt")
-    workflow = ConfigWorkflow(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], meta_file=META,
-                              workflow_type="eval", bundle_root=str(BUNDLE_ROOT), dataset_dir=str(hippocampus_dir),
-                              ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "eval"),
-                              network_options=TINY_NET, download=False, device="cpu", num_workers=0)
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
+        meta_file=META,
+        workflow_type="eval",
+        bundle_root=str(BUNDLE_ROOT),
+        dataset_dir=str(hippocampus_dir),
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "eval"),
+        network_options=TINY_NET,
+        download=False,
+        device="cpu",
+        num_workers=0,
+    )
     with pytest.raises(Exception) as err:
         workflow.initialize()
     message = error_text(err.value)
