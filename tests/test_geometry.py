@@ -275,3 +275,46 @@ def test_evaluation_and_training_name_a_label_off_its_image_grid(hippocampus_dir
         evaluation.run()
     assert expected in error_text(err.value) and difference in error_text(err.value)
     assert not (tmp_path / "eval").exists() or not any((tmp_path / "eval").iterdir())
+
+
+@pytest.mark.workflow
+def test_inference_names_implausible_headers_and_intensities_before_writing_anything(hippocampus_dir, tmp_path):
+    import torch
+    from bundle_runs import CONFIGS, META, TINY_NET, error_text
+    from conftest import BUNDLE_ROOT
+    from monai.bundle import ConfigWorkflow
+
+    from scripts.networks import create_network
+
+    original = nib.load(hippocampus_dir / "imagesTr" / "hippocampus_001.nii.gz")
+    data = np.asanyarray(original.dataobj).astype(np.float32)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    nib.save(original, str(inputs / "fine.nii.gz"))
+    metres = nib.Nifti1Image(data, original.affine @ np.diag([0.001, 0.001, 0.001, 1.0]))
+    metres.header.set_xyzt_units("meter")
+    nib.save(metres, str(inputs / "metres.nii.gz"))
+    nib.save(nib.Nifti1Image(data.astype(np.float64) * 1e30, original.affine), str(inputs / "huge.nii.gz"))
+    (tmp_path / "models").mkdir()
+    torch.save(create_network("xunet", 3, 1, 3, TINY_NET).state_dict(), tmp_path / "models" / "model.pt")
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "inference.json"),
+        meta_file=META,
+        workflow_type="infer",
+        bundle_root=str(BUNDLE_ROOT),
+        ckpt_dir=str(tmp_path / "models"),
+        dataset_dir=str(inputs),
+        output_dir=str(tmp_path / "out"),
+        network_options=TINY_NET,
+        patch_size=[32, 32, 32],
+        device="cpu",
+    )
+    with pytest.raises(Exception) as err:
+        workflow.initialize()
+    message = error_text(err.value)
+    assert "2 of 3 cases (config id 'dataset_dir')" in message
+    assert (
+        f"'{inputs / 'metres.nii.gz'}': voxel size (0.001, 0.001, 0.001) mm (the header's unit is 'meter')" in message
+    )
+    assert f"'{inputs / 'huge.nii.gz'}': intensities from " in message and "fine.nii.gz" not in message
+    assert not (tmp_path / "out").exists()
