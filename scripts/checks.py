@@ -125,8 +125,8 @@ def _label_problem(path: str, image: nib.spatialimages.SpatialImage, spatial_dim
         return f"not a readable NIfTI label map ({err})"
     image_shape = tuple(image.shape)
     if data.shape[:spatial_dims] != image_shape[:spatial_dims] or any(n != 1 for n in data.shape[spatial_dims:]):
-        return (f"label map of shape {tuple(data.shape)} for an image of shape {image_shape}: they must match voxel "
-                "for voxel")
+        return (f"label map of shape {tuple(data.shape)} for an image of shape {image_shape} "
+                f"('{image.get_filename()}'): they must match voxel for voxel")
     if difference := geometry_difference(image, label, spatial_dims):
         return (f"label map does not lie on the grid of its image '{image.get_filename()}': {difference} (tolerance "
                 f"{GEOMETRY_TOLERANCE_MM:g} mm). A label is used voxel by voxel with its image: resample or re-save "

@@ -172,7 +172,7 @@ def read_task(root: Path, num_classes: int | None = None) -> MsdTask:
         items.append({"image": str(image), "label": str(label), "case": image_stem(entry["image"])})
     check_unique_entries(items, root / "dataset.json")
     modalities = manifest.get("modality")
-    in_channels = len(modalities) if isinstance(modalities, dict) and modalities else 1
+    in_channels = len(modalities) if isinstance(modalities, (dict, list)) and modalities else 1
     return MsdTask(items, label_values, in_channels, missing)
 
 

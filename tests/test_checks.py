@@ -101,7 +101,7 @@ def test_a_label_map_must_fit_its_image_and_the_listed_labels(tmp_path):
         check_images(datalist, label_values=[0, 1, 2])
     message = str(err.value)
     assert message.startswith("2 of 4 cases") and "fits.nii.gz" not in message and "channel.nii.gz" not in message
-    assert "short.nii.gz': label map of shape (9, 10, 10) for an image of shape (9, 10, 11)" in message
+    assert f"short.nii.gz': label map of shape (9, 10, 10) for an image of shape (9, 10, 11) ('{image}')" in message
     assert "unknown.nii.gz': label values [5] are not among the labels [0, 1, 2] of dataset.json" in message
     assert check_images(datalist[3:]) == datalist[3:]  # no labels given: any value passes
 
