@@ -77,3 +77,25 @@ def test_training_names_a_mistyped_setting_in_initialize(hippocampus_dir, tmp_pa
         workflow.initialize()
     assert message in error_text(err.value)
     assert not (tmp_path / "models").exists() and not (tmp_path / "models_state").exists()
+
+
+@pytest.mark.workflow
+def test_inference_names_a_mistyped_num_classes_before_building_the_network(tmp_path):
+    from bundle_runs import CONFIGS, META, error_text
+    from monai.bundle import ConfigWorkflow
+
+    from conftest import BUNDLE_ROOT
+
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "inference.json"),
+        meta_file=META,
+        workflow_type="infer",
+        bundle_root=str(BUNDLE_ROOT),
+        dataset_dir=str(tmp_path),
+        output_dir=str(tmp_path / "out"),
+        device="cpu",
+        num_classes="3",
+    )
+    with pytest.raises(Exception) as err:
+        workflow.initialize()
+    assert "config id 'num_classes' must be a whole number of 1 or more, got '3'" in error_text(err.value)
