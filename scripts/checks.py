@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import time
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,9 @@ import torch
 import torch.nn as nn
 
 from scripts.distributed import is_main_process, unwrap_network
+from scripts.geometry import GEOMETRY_TOLERANCE_MM, geometry_difference, header_problem, intensity_problem
 from scripts.networks import create_network, get_network_class, list_networks
+from scripts.torch_files import load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -48,24 +49,6 @@ def check_writable_dir(path: str | os.PathLike, setting: str) -> Path:
     return folder
 
 
-def check_output_dir(output_dir: str | os.PathLike, datalist: Iterable[Mapping[str, str]]) -> Path:
-    """Refuse an ``output_dir`` that holds the input images: predictions keep the input's file name, so writing
-    there would overwrite the user's images. Refuse one that cannot be written either
-    (:func:`check_writable_dir`)."""
-    out = check_writable_dir(output_dir, "output_dir")
-    for item in datalist:
-        for value in item.values():
-            if not isinstance(value, (str, os.PathLike)):
-                continue
-            target = out / Path(value).name
-            if target.exists() and os.path.samefile(target, value):
-                raise ValueError(
-                    f"output_dir '{out}' holds the input image '{value}': predictions are saved under the input's "
-                    "file name and would overwrite it. Pass another --output_dir."
-                )
-    return out
-
-
 def keep_existing_checkpoint(ckpt_dir: str | os.PathLike, filename: str = "model.pt") -> Path | None:
     """Copy a ``model.pt`` already in ``ckpt_dir`` aside before training writes a new one there.
 
@@ -90,53 +73,92 @@ def keep_existing_checkpoint(ckpt_dir: str | os.PathLike, filename: str = "model
 
 
 def _image_problem(path: str, spatial_dims: int, in_channels: int,
-                   channels_from: str) -> tuple[str | None, tuple[int, ...]]:
-    """Why the network cannot take the NIfTI image at ``path`` (None when it can), and the image's shape."""
+                   channels_from: str) -> tuple[str | None, nib.spatialimages.SpatialImage | None]:
+    """Why the network cannot take the NIfTI image at ``path`` (None when it can), and the image (None when
+    unreadable)."""
     try:
         image = nib.load(path)
         shape = tuple(image.shape)
     except Exception as err:  # not NIfTI, truncated header, not gzip: nibabel says which
-        return f"not a readable NIfTI image ({err})", ()
+        name = os.path.basename(path)
+        if isinstance(err, FileNotFoundError) and os.path.isfile(path) and name.lower() != name \
+                and name.upper() != name:  # nibabel reads .nii.gz and .NII.GZ, not .Nii.Gz (it looks for a pair)
+            return f"nibabel cannot read an extension in mixed case ({err}): rename it to end in .nii.gz or .nii", None
+        return f"not a readable NIfTI image ({err})", None
     if len(shape) < spatial_dims:
-        return f"a {len(shape)}-D image of shape {shape}; the network segments {spatial_dims}-D volumes", shape
+        return f"a {len(shape)}-D image of shape {shape}; the network segments {spatial_dims}-D volumes", image
     if 1 in shape[:spatial_dims]:  # the writer would also drop that axis: the prediction would lose the input's shape
         return (f"shape {shape} is a single slice along axis {shape.index(1)}; the network segments "
-                f"{spatial_dims}-D volumes"), shape
+                f"{spatial_dims}-D volumes"), image
     channels = int(np.prod(shape[spatial_dims:], dtype=np.int64))
     if channels != in_channels:
         return (f"shape {shape} holds {channels} volumes (channels) where {in_channels} are expected "
-                f"({channels_from})"), shape
+                f"({channels_from})"), image
+    dtype = image.get_data_dtype()
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating) or dtype == np.bool_:
+        # RGB, complex or structured voxels: MONAI's loader or the float32 cast fails deep inside
+        return (f"its voxels are of type {dtype}, not grey values (integers or floats): save the image as a "
+                "one-channel scalar volume"), image
+    if problem := header_problem(image, spatial_dims):  # before the data: MONAI would fail on it or segment nothing
+        return problem, image
     try:
         data = np.asanyarray(image.dataobj)
     except Exception as err:  # header fine, data cut short
-        return f"its voxel data cannot be read ({err})", shape
+        return f"its voxel data cannot be read ({err})", image
     finite = np.isfinite(data)
     if not finite.all():
         return (f"{data.size - np.count_nonzero(finite)} voxels are NaN or infinite, which would make the whole "
-                "normalised volume NaN: replace them (e.g. with the image's minimum)"), shape
+                "normalised volume NaN: replace them (e.g. with the image's minimum)"), image
     if data.size and data.min() == data.max():  # the network would still "find" structures in a blank volume
-        return f"every voxel is {data.flat[0]:g}: a blank image holds nothing to segment", shape
-    return None, shape
+        return f"every voxel is {data.flat[0]:g}: a blank image holds nothing to segment", image
+    return intensity_problem(data), image
 
 
-def _label_problem(path: str, image_shape: tuple[int, ...], spatial_dims: int,
+def _label_problem(path: str, image: nib.spatialimages.SpatialImage, spatial_dims: int,
                    label_values: set[int] | None) -> str | None:
-    """Why the label map at ``path`` does not fit its image (None when it does)."""
+    """Why the label map at ``path`` does not fit its image (None when it does): it must lie on the image's voxel
+    grid (shape, voxel size, orientation, origin: it is used voxel by voxel) and hold only ``label_values``."""
     try:
         label = nib.load(path)
         data = np.asanyarray(label.dataobj)
     except Exception as err:
         return f"not a readable NIfTI label map ({err})"
+    image_shape = tuple(image.shape)
     if data.shape[:spatial_dims] != image_shape[:spatial_dims] or any(n != 1 for n in data.shape[spatial_dims:]):
-        return (f"label map of shape {tuple(data.shape)} for an image of shape {image_shape}: they must match voxel "
-                "for voxel")
+        return (f"label map of shape {tuple(data.shape)} for an image of shape {image_shape} "
+                f"('{image.get_filename()}'): they must match voxel for voxel")
+    if difference := geometry_difference(image, label, spatial_dims):
+        return (f"label map does not lie on the grid of its image '{image.get_filename()}': {difference} (tolerance "
+                f"{GEOMETRY_TOLERANCE_MM:g} mm). A label is used voxel by voxel with its image: resample or re-save "
+                "the label map on the image's grid (same shape and affine), or pair it with the right image")
+    found = np.unique(data)
+    fractional = found[found != np.round(found)] if np.issubdtype(found.dtype, np.floating) else found[:0]
+    if fractional.size:  # printed at full precision: 0.9999999 rounded to "1" would read as a valid label
+        shown = ", ".join(f"{v:.9g}" for v in fractional[:10].tolist())
+        return (f"label values [{shown}] are not whole numbers: a label map holds label numbers exactly (was it "
+                "resampled with interpolation, or saved with a scale factor?). Re-save it with integer labels")
     if label_values is not None:
-        unknown = sorted(set(np.unique(data).tolist()) - set(label_values))
+        unknown = sorted(set(found.tolist()) - set(label_values))
         if unknown:
             shown = ", ".join(f"{v:g}" for v in unknown[:10])
             return (f"label values [{shown}] are not among the labels {sorted(label_values)} of dataset.json: "
                     "correct the label map or dataset.json's 'labels'")
     return None
+
+
+def case_problems(item: Mapping[str, str], spatial_dims: int = 3, in_channels: int = 1,
+                  label_values: Iterable[int] | None = None,
+                  channels_from: str = "the network's in_channels") -> list[str]:
+    """What makes one case (``{"image": ..., "label": ...}``, label optional) unusable, each as
+    ``"'<file>': <problem>"``; empty when it is usable. The one check of a case: :func:`check_images` (the workflows'
+    ``initialize``) and ``python -m scripts.check_data`` both run it."""
+    values = None if label_values is None else {int(v) for v in label_values}
+    problem, image = _image_problem(str(item["image"]), spatial_dims, in_channels, channels_from)
+    if problem:
+        return [f"'{item['image']}': {problem}"]
+    if "label" in item and (problem := _label_problem(str(item["label"]), image, spatial_dims, values)):
+        return [f"'{item['label']}': {problem}"]
+    return []
 
 
 def is_whole_number(value: Any) -> bool:
@@ -156,6 +178,32 @@ def check_counts(at_least: int = 1, **settings: Any) -> dict[str, int]:
         if not is_whole_number(value) or value < at_least:
             raise ValueError(f"config id '{setting}' must be a whole number of {at_least} or more, got {value!r}.")
     return settings
+
+
+def check_settings(flags: Mapping[str, Any] | None = None, whole_numbers: Mapping[str, Any] | None = None,
+                   fractions: Mapping[str, Any] | None = None) -> None:
+    """Stop before any work when a setting is not of its type, each named by its config id: otherwise a mistyped
+    value reaches MONAI or Python deep inside (a string seed, num_classes "3"), or worse works silently: fire passes
+    ``--resume false`` as the string 'false', which is true.
+
+    Args:
+        flags: settings that must be True or False (e.g. ``resume``, ``download``).
+        whole_numbers: settings that must be whole numbers of 0 or more (e.g. ``seed``; ``num_classes`` 1 or more).
+        fractions: settings that must be numbers from 0 to 1 (e.g. ``cache_rate``).
+    """
+    for setting, value in (flags or {}).items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"config id '{setting}' must be True or False, got {value!r}: give --{setting} True or "
+                             f"--{setting} False (capitalised: fire reads 'false' as the text 'false').")
+    for setting, value in (whole_numbers or {}).items():
+        at_least = 1 if setting == "num_classes" else 0
+        if not is_whole_number(value) or value < at_least or (setting == "seed" and value >= 2**32):
+            raise ValueError(f"config id '{setting}' must be a whole number of {at_least} or more"
+                             + (" and below 2**32" if setting == "seed" else "") + f", got {value!r}.")
+    for setting, value in (fractions or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not 0 <= value <= 1:
+            raise ValueError(f"config id '{setting}' must be a number from 0 to 1, got {value!r}.")
 
 
 def check_schedule(learning_rate: Any, weight_decay: Any, warmup_epochs: Any, max_epochs: Any,
@@ -286,11 +334,14 @@ def check_images(datalist: Sequence[Mapping[str, str]], spatial_dims: int = 3, i
                  max_listed: int = 20) -> Sequence[Mapping[str, str]]:
     """Stop before any work when a case cannot be used, naming every such file and why.
 
-    Reads each ``image`` of ``datalist`` once: a file nibabel cannot read, an image with fewer than ``spatial_dims``
-    dimensions or other than ``in_channels`` volumes, or voxels that are NaN or infinite (they would silently give
-    an empty segmentation) is reported. Where an item has a ``label``, the label map must have the image's spatial
-    shape and, given ``label_values``, hold no other value. All problems are listed in one message, so one run
-    finds them all. ``channels_from`` says where ``in_channels`` comes from, for the message.
+    Reads each ``image`` of ``datalist`` once (:func:`case_problems`): a file nibabel cannot read, an image with fewer
+    than ``spatial_dims`` dimensions or other than ``in_channels`` volumes, a header that places the voxels
+    implausibly (voxel size, orientation: :func:`scripts.geometry.header_problem`), voxels that are NaN or infinite
+    or intensities float32 cannot hold (:func:`scripts.geometry.intensity_problem`): each would silently give an
+    empty segmentation or fail deep in MONAI. Where an item has a ``label``, the label map must lie on the image's
+    voxel grid (shape, voxel size, orientation, origin) and hold whole numbers, given ``label_values`` no other.
+    All problems are listed in one message, so one run finds them all. ``channels_from`` says where
+    ``in_channels`` comes from, for the message.
 
     Returns:
         ``datalist``, unchanged.
@@ -298,14 +349,8 @@ def check_images(datalist: Sequence[Mapping[str, str]], spatial_dims: int = 3, i
     Raises:
         ValueError: listing the files (up to ``max_listed``) with the problem of each and the fix.
     """
-    values = None if label_values is None else {int(v) for v in label_values}
-    problems = []
-    for item in datalist:
-        problem, shape = _image_problem(str(item["image"]), spatial_dims, in_channels, channels_from)
-        if problem:
-            problems.append(f"'{item['image']}': {problem}")
-        elif "label" in item and (problem := _label_problem(str(item["label"]), shape, spatial_dims, values)):
-            problems.append(f"'{item['label']}': {problem}")
+    problems = [problem for item in datalist
+                for problem in case_problems(item, spatial_dims, in_channels, label_values, channels_from)]
     if problems:
         more = f"\n  ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
         raise ValueError(
@@ -322,23 +367,12 @@ def read_weights(path: str | os.PathLike, setting: str) -> dict[str, torch.Tenso
 
     Raises:
         ValueError: ``path`` is not a file ``torch.load`` reads (a TorchScript export, a truncated download, another
-            format), or holds something other than a mapping of parameter names to tensors; naming ``setting``.
+            format), is refused for safety (pickled objects or code, e.g. a whole network) or holds something other
+            than a mapping of parameter names to tensors; naming ``setting``
+            (:func:`scripts.torch_files.load_torch_file`).
     """
-    if _is_torchscript(path):  # checked first: torch.load would hand it to torch.jit.load with a warning
-        raise ValueError(f"'{path}' (config id '{setting}') is a TorchScript export (what ckpt_export writes), not "
-                         "weights: give the state dict that training saved (model.pt).")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        # torch's own message suggests weights_only=False, which would run whatever code the file holds: the
-        # bundle never does that, so say what the file is instead
-        if "Unsupported global" in str(err):
-            what = ("holds pickled Python objects, such as a whole network saved with torch.save(network), which "
-                    "the bundle does not unpickle (that could run any code): save network.state_dict() instead")
-        else:
-            what = (f"is not a file torch.save wrote, or is cut short ({type(err).__name__}): copy it again and "
-                    "compare its sha256 with the source's")
-        raise ValueError(f"'{path}' (config id '{setting}') {what}.") from None
+    state = load_torch_file(path, setting, "give the weights training saved (model.pt), or save a network's weights "
+                                           "with torch.save(network.state_dict(), path)")
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -350,14 +384,6 @@ def read_weights(path: str | os.PathLike, setting: str) -> dict[str, torch.Tenso
             "torch.save(network.state_dict(), path)."
         )
     return dict(state)
-
-
-def _is_torchscript(path: str | os.PathLike) -> bool:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("constants.pkl") for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
 
 
 def weights_mismatch(state: Mapping[str, torch.Tensor], network: nn.Module) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,12 @@ from monai.handlers import CheckpointSaver
 
 from scripts.checks import weights_mismatch
 from scripts.distributed import is_main_process, unwrap_network
+from scripts.torch_files import BundleFileError, load_torch_file
 
 logger = logging.getLogger(__name__)
+
+RESUME_FIX = ("resume reads the training state an interrupted run of this bundle's train.json saved after each epoch: "
+              "give that run's --ckpt_dir, or train afresh without --resume (a fresh run replaces the file)")
 
 
 class FinalWeightsSaver(CheckpointSaver):
@@ -52,7 +57,9 @@ class TrainingState:
     optimizer, the learning-rate schedule, the trainer's epoch and iteration, the random number generators (torch,
     numpy, python: they draw the next epoch's shuffling and the data-loader workers' augmentation seeds) and, when
     training validates, the best validation score so far and which ``model.pt`` it belongs to. The file is written
-    to a temporary name and then renamed, so an interruption while saving leaves the previous epoch's state whole.
+    to a temporary name of this process's own and then renamed, so an interruption while saving leaves the previous
+    epoch's state whole. A file that cannot be read (damaged, foreign, refused for safety) stops only a run that
+    resumes from it, with a message naming it and the fix; a fresh run, which does not need it, warns and replaces it.
 
     With ``resume`` the run loads that file before its first epoch and goes on from the epoch after the saved one; it
     must have the interrupted run's ``max_epochs``, whose length the learning-rate schedule keeps. The best-checkpoint
@@ -85,14 +92,27 @@ class TrainingState:
         if self.resume:  # that the file exists, train.json's initialize checks before any case is read
             trainer.add_event_handler(Events.STARTED, self.load)
         elif self.path.is_file() and is_main_process():
-            saved = torch.load(self.path, map_location="cpu", weights_only=True).get("trainer", {})
-            # ignite keeps the iteration and the epoch length, not the epoch
-            epoch = saved.get("iteration", 0) // max(saved.get("epoch_length") or 1, 1)
-            logger.warning(
-                "'%s' holds the state of an earlier run (epoch %s of %s); this run starts afresh and replaces it after "
-                "its first epoch. To continue that run instead, add --resume True.", self.path, epoch,
-                saved.get("max_epochs"))
+            self._warn_of_earlier_state()
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def _warn_of_earlier_state(self) -> None:
+        """A fresh run does not need the state file it will replace: whatever the file holds (an earlier run's state,
+        or something damaged or foreign), it only warns, and never stops the run."""
+        try:
+            saved = load_torch_file(self.path, "resume", RESUME_FIX)
+            trainer = saved.get("trainer") if isinstance(saved, dict) else None
+            if not isinstance(trainer, dict):
+                raise BundleFileError(f"'{self.path}' is no training state of this bundle")
+        except BundleFileError as err:
+            logger.warning("%s. This run starts afresh (without --resume it does not need the file) and replaces it "
+                           "after its first epoch.", err.problem)
+            return
+        # ignite keeps the iteration and the epoch length, not the epoch
+        epoch = trainer.get("iteration", 0) // max(trainer.get("epoch_length") or 1, 1)
+        logger.warning(
+            "'%s' holds the state of an earlier run (epoch %s of %s); this run starts afresh and replaces it after "
+            "its first epoch. To continue that run instead, add --resume True.", self.path, epoch,
+            trainer.get("max_epochs"))
 
     def _best_checkpoint(self):
         # MONAI's CheckpointSaver keeps its memory of the best score in an ignite Checkpoint
@@ -115,16 +135,20 @@ class TrainingState:
             if best_checkpoint is not None:
                 state["best"]["checkpoint"] = best_checkpoint.state_dict()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
+        # a name of this process's own: two runs writing one state file must not write into each other's temporary
+        # file (the lock in state_dir stops the second run; this keeps even unlocked writers whole)
+        own = f"{self.path.stem}.{socket.gethostname()}.{os.getpid()}{self.path.suffix}.partial"
+        partial = self.path.with_name(own)
         torch.save(state, partial)
         os.replace(partial, self.path)
 
     def load(self, engine: Engine) -> None:
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
-        missing = [name for name in (*self.objects, "trainer", "rng") if name not in state]
+        state = load_torch_file(self.path, "resume", RESUME_FIX)
+        missing = [name for name in (*self.objects, "trainer", "rng")
+                   if not isinstance(state, dict) or name not in state]
         if missing:
-            raise ValueError(f"'{self.path}' is no training state of this bundle (it lacks {missing}): give the "
-                             "ckpt_dir of a run of this bundle's train.json, or train afresh without --resume.")
+            raise BundleFileError(f"'{self.path}' (config id 'resume') is no training state of this bundle (it lacks "
+                                  f"{missing})", RESUME_FIX)
         saved_epochs = state["trainer"].get("max_epochs")
         if saved_epochs != engine.state.max_epochs:
             # the learning-rate schedule restored with the state is as long as the interrupted run: a resumed run

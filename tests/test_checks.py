@@ -14,7 +14,6 @@ from scripts.checks import (
     check_device,
     check_schedule,
     check_images,
-    check_output_dir,
     check_patch_size,
     keep_existing_checkpoint,
     networks_that_fit,
@@ -22,6 +21,7 @@ from scripts.checks import (
     weights_mismatch,
 )
 from scripts.networks import XUNet, create_network, list_networks
+from scripts.outputs import PredictionNames, check_output_dir
 
 
 def test_nothing_to_keep_in_an_empty_or_missing_folder(tmp_path):
@@ -101,7 +101,7 @@ def test_a_label_map_must_fit_its_image_and_the_listed_labels(tmp_path):
         check_images(datalist, label_values=[0, 1, 2])
     message = str(err.value)
     assert message.startswith("2 of 4 cases") and "fits.nii.gz" not in message and "channel.nii.gz" not in message
-    assert "short.nii.gz': label map of shape (9, 10, 10) for an image of shape (9, 10, 11)" in message
+    assert f"short.nii.gz': label map of shape (9, 10, 10) for an image of shape (9, 10, 11) ('{image}')" in message
     assert "unknown.nii.gz': label values [5] are not among the labels [0, 1, 2] of dataset.json" in message
     assert check_images(datalist[3:]) == datalist[3:]  # no labels given: any value passes
 
@@ -173,11 +173,11 @@ def test_files_that_are_not_weights_say_what_they_are(tmp_path, kind):
         expected = "is a TorchScript export"
     elif kind == "whole_network":
         torch.save(network, path)
-        expected = "holds pickled Python objects, such as a whole network"
+        expected = "holds pickled Python objects or code .*, which the bundle refuses to unpickle for safety"
     elif kind == "truncated":
         torch.save(network.state_dict(), tmp_path / "full.pt")
         path.write_bytes((tmp_path / "full.pt").read_bytes()[:5000])
-        expected = "is not a file torch.save wrote, or is cut short"
+        expected = "is not a file torch.save wrote, or is damaged or cut short"
     else:
         torch.save({"epoch": 3, "lr": 0.1}, path)
         expected = r"holds a dict with the keys \['epoch', 'lr'\], not a network's weights"
@@ -207,11 +207,13 @@ def test_an_output_dir_that_cannot_be_a_folder_is_refused_before_anything_is_wri
     (tmp_path / "a_file").write_text("the user's")
     for output_dir in (tmp_path / "a_file", tmp_path / "a_file" / "out"):
         with pytest.raises(ValueError, match=f"output_dir '{output_dir}': '{tmp_path / 'a_file'}' is a file"):
-            check_output_dir(output_dir, [image])
-    with pytest.raises(ValueError, match="holds the input image"):
-        check_output_dir(tmp_path, [image])
-    assert check_output_dir(tmp_path / "new" / "out", [image]) == tmp_path / "new" / "out"
-    assert not (tmp_path / "new").exists() and (tmp_path / "a_file").read_text() == "the user's"
+            check_output_dir(output_dir, PredictionNames([image], output_dir))
+    with pytest.raises(ValueError, match="lies inside the dataset"):
+        check_output_dir(tmp_path, PredictionNames([image], tmp_path))
+    out = tmp_path.parent / f"{tmp_path.name}_new" / "out"
+    assert check_output_dir(out, PredictionNames([image], out)) == out
+    assert not out.parent.exists()
+    assert (tmp_path / "a_file").read_text() == "the user's"
 
 
 @pytest.mark.parametrize("patch_size, problem", [
