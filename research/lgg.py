@@ -68,7 +68,9 @@ def _patients_root(dataset_dir: str | os.PathLike) -> Path:
     ``lgg-mri-segmentation/kaggle_3m``) sub-folder, so the download's top folder works as well."""
     root = Path(dataset_dir).expanduser()
     for candidate in (root, root / "kaggle_3m", root / "lgg-mri-segmentation" / "kaggle_3m"):
-        if candidate.is_dir() and any(_slices_of(p) for p in sorted(candidate.iterdir())[:3] if p.is_dir()):
+        # a few folders suffice to tell patient folders (the download also holds README.md and data.csv)
+        folders = sorted(p for p in candidate.iterdir() if p.is_dir()) if candidate.is_dir() else []
+        if any(_slices_of(p) for p in folders[:3]):
             return candidate
     raise FileNotFoundError(
         f"no LGG patient folders at dataset_dir='{root}': expected '<dataset_dir>/<patient>/<patient>_<n>.tif' (or "
