@@ -264,7 +264,8 @@ def per_patient(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def seed_style_dice(rows: Sequence[Mapping[str, Any]], batch_size: int = 16) -> float:
     """The seed's kind of figure: per batch of ``batch_size`` consecutive slices, Dice pooled over the batch's
-    pixels for background and for abnormality, averaged over the two classes, then over the batches."""
+    pixels for background and for abnormality, averaged over the two classes, then over the batches. A batch with no
+    abnormality in its masks nor in the prediction scores 1 for it (nothing to find, nothing found)."""
     scores = []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]

@@ -273,7 +273,9 @@ def compare(
     lines = [
         f"Folds of {split}. Each seed's folds pooled; mean ± SD over seeds. Per-patient Dice: a patient's "
         "slices as one volume (Buda et al. 2019). Seed-style: background and abnormality Dice pooled per batch "
-        f"of {seed_batch_size} slices, averaged (the seed's kind of figure).",
+        f"of {seed_batch_size} slices, averaged (the seed's kind of figure). Training minutes: the training command's "
+        "wall time (start-up and caching included); inference: the evaluator's seconds (flip averaging and scoring "
+        "included) per patient.",
         "",
         "| " + " | ".join(header) + " |",
         "|---|" + "---:|" * (len(header) - 1),
@@ -334,8 +336,7 @@ def compare(
         writer.writerow(["network", "seed", "patient", "dice"])
         for (network, seed), dices in sorted(patient_dice.items()):
             writer.writerows([network, seed, p, f"{d:.6f}"] for p, d in sorted(dices.items()))
-    print(table)
-    return table
+    return table  # the command line prints it
 
 
 if __name__ == "__main__":
