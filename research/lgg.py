@@ -393,7 +393,6 @@ def score(results: str, seed_batch_size: int = 16, output_dir: str | None = None
             "research/configs/lgg.json, or its lgg_slices.csv."
         )
     summary = write_results(read_slices(path), output_dir or path.parent, seed_batch_size)
-    print(json.dumps(summary, indent=2))
     return summary
 
 
