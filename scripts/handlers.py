@@ -97,7 +97,9 @@ class TrainingState:
     the trainer's handlers cannot refer to the trainer itself.
 
     Args:
-        path: the state file (config id ``training_state_file``, default ``<ckpt_dir>/training_state.pt``).
+        path: the state file (config id ``training_state_file``, default ``<state_dir>/training_state.pt``; config
+            id ``state_dir`` defaults to ``<ckpt_dir>_state``: not ckpt_dir, whose every ``*.pt`` MONAI Label offers
+            as a model and loads without checking that it fits).
         objects: what to save and restore by name, each with ``state_dict``/``load_state_dict`` (network, optimizer,
             lr_scheduler).
         resume: load ``path`` at the start of training (config id ``resume``).
