@@ -23,7 +23,7 @@ from monai.bundle import ConfigParser
 
 from conftest import BUNDLE_ROOT
 
-CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004"]
+CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006"]
 
 
 @pytest.fixture
@@ -103,7 +103,8 @@ def test_one_epoch_with_a_validation_case_replaces_model_pt(app_bundle, hippocam
     epoch 1 and saves its model.pt; before, check_schedule refused the run (HTTP 500 in MONAI Label)."""
     shipped = weights(app_bundle / "models" / "model.pt")
     data = datastore(hippocampus_dir, CASES)
-    run_single(app_bundle, bundle_train_task_overrides(app_bundle, data[:2], data[2:], max_epochs=1))
+    # 3 training cases: 2 iterations of batch_size 2 (the first at learning rate 0, the warm-up's start)
+    run_single(app_bundle, bundle_train_task_overrides(app_bundle, data[:3], data[3:], max_epochs=1))
     trained = weights(app_bundle / "models" / "model.pt")
     assert trained.keys() == shipped.keys()
     assert any(not torch.equal(trained[k], shipped[k]) for k in shipped)  # written by this run
@@ -115,7 +116,9 @@ def test_no_validation_case_saves_the_last_weights(app_bundle, hippocampus_dir):
     """val_split 0 in the request: validate#dataset#data is empty, so nothing would ever save model.pt by its
     validation score; the last epoch's weights are saved instead (as with val_interval 0)."""
     shipped = weights(app_bundle / "models" / "model.pt")
-    run_single(app_bundle, bundle_train_task_overrides(app_bundle, datastore(hippocampus_dir, CASES), [], max_epochs=1))
+    run_single(
+        app_bundle, bundle_train_task_overrides(app_bundle, datastore(hippocampus_dir, CASES[:3]), [], max_epochs=1)
+    )
     trained = weights(app_bundle / "models" / "model.pt")
     assert any(not torch.equal(trained[k], shipped[k]) for k in shipped)
     assert_only_deployable_weights(app_bundle, shipped)
@@ -128,8 +131,9 @@ def test_multi_gpu_path_with_fewer_validation_cases_than_processes(app_bundle, h
     cases than processes (here 1 for 2), which MONAI's DistributedSampler refused; MONAI Label still answers 200 when
     torchrun fails, so the proof is a new model.pt."""
     shipped = weights(app_bundle / "models" / "model.pt")
+    shipped_mtime = (app_bundle / "models" / "model.pt").stat().st_mtime_ns
     data = datastore(hippocampus_dir, CASES)
-    overrides = bundle_train_task_overrides(app_bundle, data[:2], data[2:], max_epochs=1)
+    overrides = bundle_train_task_overrides(app_bundle, data[:2], data[3:], max_epochs=1)
     parser = ConfigParser()
     parser.read_config(str(app_bundle / "configs" / "train.json"))
     parser.config.update({"bundle_root": str(app_bundle)})
@@ -162,8 +166,10 @@ def test_multi_gpu_path_with_fewer_validation_cases_than_processes(app_bundle, h
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "val_mean_dice" in done.stdout + done.stderr
     trained = weights(app_bundle / "models" / "model.pt")
-    assert not any(k.startswith("module.") for k in trained)
-    assert any(not torch.equal(trained[k], shipped[k]) for k in shipped)
+    assert not any(k.startswith("module.") for k in trained) and trained.keys() == shipped.keys()
+    # written by this run (its single iteration per process is the warm-up's first, at learning rate 0, so the
+    # weights are the shipped ones again)
+    assert (app_bundle / "models" / "model.pt").stat().st_mtime_ns != shipped_mtime
     train_path.unlink()  # MONAI Label leaves it in configs/; it is no *.pt, so no model choice
     assert_only_deployable_weights(app_bundle, shipped)
     assert json.loads((app_bundle / "configs" / "multi_gpu_train.json").read_text())  # untouched, still JSON
