@@ -23,8 +23,9 @@ logger = logging.getLogger(__name__)
 class FinalWeightsSaver(CheckpointSaver):
     """MONAI's ``CheckpointSaver`` writing the final weights when training completes, and only then.
 
-    Training without a held-out fold (``val_interval`` 0, e.g. ``configs/train_all_cases.json``) has no validation
-    to choose a best checkpoint, so the weights of the last epoch are the model. ``CheckpointSaver(save_final=True)``
+    Training without a held-out fold (``val_interval`` 0, e.g. ``configs/train_all_cases.json``, or an empty
+    ``validate#dataset#data``, as MONAI Label passes for a request with ``val_split`` 0) has no validation to choose a
+    best checkpoint, so the weights of the last epoch are the model. ``CheckpointSaver(save_final=True)``
     would also write them when the run stops on an error, under the same file name: a half-trained ``model.pt``
     that looks finished. This saver does not listen to errors at all, so it writes nothing then, and the error
     reaches the other handlers (``StatsHandler`` logs it) and the caller as usual.
