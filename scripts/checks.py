@@ -49,26 +49,31 @@ def check_writable_dir(path: str | os.PathLike, setting: str) -> Path:
     return folder
 
 
-def keep_existing_checkpoint(ckpt_dir: str | os.PathLike, filename: str = "model.pt") -> Path | None:
-    """Copy a ``model.pt`` already in ``ckpt_dir`` aside before training writes a new one there.
+def keep_existing_checkpoint(ckpt_dir: str | os.PathLike, backup_dir: str | os.PathLike,
+                             filename: str = "model.pt") -> Path | None:
+    """Copy a ``model.pt`` already in ``ckpt_dir`` into ``backup_dir`` before training writes a new one.
 
     Training saves to ``ckpt_dir/model.pt``. From the bundle root with the default ``ckpt_dir`` that is the shipped
-    model, elsewhere perhaps an earlier run's model: the copy ``model_<its modification time>.pt`` keeps it. Only
-    one process copies (rank 0 under torchrun). Returns the copy's path, or None when there was nothing to keep.
+    model, elsewhere perhaps an earlier run's model: the copy ``model_<its modification time>.pt`` keeps it. The copy
+    goes to ``backup_dir`` (config id ``state_dir``), not beside the model: every ``*.pt`` in ``ckpt_dir`` is offered
+    as a model by MONAI Label, which loads it without checking that it fits, so only deployable weights may lie there.
+    Only one process copies (rank 0 under torchrun). Returns the copy's path, or None when there was nothing to keep.
     """
     check_writable_dir(ckpt_dir, "ckpt_dir")  # else training would fail at its first save, an epoch in
+    check_writable_dir(backup_dir, "state_dir")  # else the training state would fail to save after the first epoch
     if not is_main_process():
         return None
     existing = Path(ckpt_dir) / filename
     if not existing.is_file():
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(existing.stat().st_mtime))
-    kept = existing.with_name(f"{existing.stem}_{stamp}{existing.suffix}")
+    kept = Path(backup_dir) / f"{existing.stem}_{stamp}{existing.suffix}"
     if not kept.exists():
+        kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(existing, kept)
     logger.warning(
         "ckpt_dir '%s' already holds %s: kept a copy as '%s' before training replaces it.", existing.parent, filename,
-        kept.name)
+        kept)
     return kept
 
 

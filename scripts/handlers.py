@@ -27,8 +27,9 @@ RESUME_FIX = ("resume reads the training state an interrupted run of this bundle
 class FinalWeightsSaver(CheckpointSaver):
     """MONAI's ``CheckpointSaver`` writing the final weights when training completes, and only then.
 
-    Training without a held-out fold (``val_interval`` 0, e.g. ``configs/train_all_cases.json``) has no validation
-    to choose a best checkpoint, so the weights of the last epoch are the model. ``CheckpointSaver(save_final=True)``
+    Training without a held-out fold (``val_interval`` 0, e.g. ``configs/train_all_cases.json``, or an empty
+    ``validate#dataset#data``, as MONAI Label passes for a request with ``val_split`` 0) has no validation to choose a
+    best checkpoint, so the weights of the last epoch are the model. ``CheckpointSaver(save_final=True)``
     would also write them when the run stops on an error, under the same file name: a half-trained ``model.pt``
     that looks finished. This saver does not listen to errors at all, so it writes nothing then, and the error
     reaches the other handlers (``StatsHandler`` logs it) and the caller as usual.
@@ -73,7 +74,9 @@ class TrainingState:
     the trainer's handlers cannot refer to the trainer itself.
 
     Args:
-        path: the state file (config id ``training_state_file``, default ``<ckpt_dir>/training_state.pt``).
+        path: the state file (config id ``training_state_file``, default ``<state_dir>/training_state.pt``; config
+            id ``state_dir`` defaults to ``<ckpt_dir>_state``: not ckpt_dir, whose every ``*.pt`` MONAI Label offers
+            as a model and loads without checking that it fits).
         objects: what to save and restore by name, each with ``state_dict``/``load_state_dict`` (network, optimizer,
             lr_scheduler).
         resume: load ``path`` at the start of training (config id ``resume``).

@@ -160,13 +160,15 @@ def test_training_on_all_cases_saves_the_last_weights_without_validating(hippoca
 
 
 def test_training_keeps_a_copy_of_an_existing_model(hippocampus_dir, tmp_path):
-    """Training into a ckpt_dir that holds model.pt (the shipped one, or an earlier run's) copies it aside first."""
+    """Training into a ckpt_dir that holds model.pt (the shipped one, or an earlier run's) copies it aside first,
+    into state_dir (default <ckpt_dir>_state): MONAI Label offers every ckpt_dir/*.pt as a model."""
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "model.pt").write_bytes(b"an earlier model")
     workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train",
                               **quick_overrides(tmp_path, hippocampus_dir))
     workflow.initialize()
-    kept = [p for p in (tmp_path / "models").iterdir() if p.name != "model.pt"]
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["model.pt"]
+    kept = list((tmp_path / "models_state").iterdir())
     assert len(kept) == 1 and kept[0].name.startswith("model_") and kept[0].read_bytes() == b"an earlier model"
 
 
@@ -204,7 +206,8 @@ def test_interrupted_training_resumes_to_the_same_model(hippocampus_dir, tmp_pat
     score and the best model.pt of the same run uninterrupted, bit for bit (CPU, data-loader workers)."""
     whole = _train(tmp_path / "whole", hippocampus_dir)
     assert _train(tmp_path / "split", hippocampus_dir, interrupt_before_epoch=3) is None
-    assert (tmp_path / "split" / "models" / "training_state.pt").is_file()
+    assert (tmp_path / "split" / "models_state" / "training_state.pt").is_file()
+    assert [p.name for p in (tmp_path / "split" / "models").glob("*.pt")] == ["model.pt"]  # deployable weights only
     resumed = _train(tmp_path / "split", hippocampus_dir, resume=True)
     assert resumed[1] == whole[1]
     for name, value in whole[0].items():
@@ -218,7 +221,7 @@ def test_resume_without_a_training_state_names_the_setting(hippocampus_dir, tmp_
     with pytest.raises(Exception) as err:
         _train(tmp_path, hippocampus_dir, resume=True)
     message = "".join(str(e) for e in exception_chain(err.value))
-    assert "config id 'resume'" in message and str(tmp_path / "models" / "training_state.pt") in message
+    assert "config id 'resume'" in message and str(tmp_path / "models_state" / "training_state.pt") in message
 
 
 def test_evaluation_reports_per_case_dice(trained, hippocampus_dir):

@@ -25,21 +25,31 @@ from scripts.outputs import PredictionNames, check_output_dir
 
 
 def test_nothing_to_keep_in_an_empty_or_missing_folder(tmp_path):
-    assert keep_existing_checkpoint(tmp_path / "missing") is None
-    assert keep_existing_checkpoint(tmp_path) is None
+    assert keep_existing_checkpoint(tmp_path / "missing", tmp_path / "missing_state") is None
+    assert keep_existing_checkpoint(tmp_path, tmp_path / "state") is None
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_existing_model_is_copied_under_its_modification_time(tmp_path):
-    model = tmp_path / "model.pt"
+def test_an_existing_model_is_copied_under_its_modification_time_outside_the_models_folder(tmp_path):
+    models, state = tmp_path / "models", tmp_path / "models_state"
+    models.mkdir()
+    model = models / "model.pt"
     model.write_bytes(b"weights")
     os.utime(model, (1_700_000_000, 1_700_000_000))
-    kept = keep_existing_checkpoint(tmp_path)
-    assert kept.parent == tmp_path and kept.name.startswith("model_2023") and kept.suffix == ".pt"
+    kept = keep_existing_checkpoint(models, state)
+    assert kept.parent == state and kept.name.startswith("model_2023") and kept.suffix == ".pt"
     assert kept.read_bytes() == b"weights" and model.read_bytes() == b"weights"  # the original stays
     # the same model again (a second run that failed before saving): one copy, not two
-    assert keep_existing_checkpoint(tmp_path) == kept
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.pt", kept.name])
+    assert keep_existing_checkpoint(models, state) == kept
+    assert [p.name for p in state.iterdir()] == [kept.name]
+    # MONAI Label offers every models/*.pt as a model: the copy must not be one of them
+    assert [p.name for p in models.iterdir()] == ["model.pt"]
+
+
+def test_a_state_dir_that_cannot_be_a_folder_is_refused_before_training(tmp_path):
+    (tmp_path / "a_file").write_text("the user's")
+    with pytest.raises(ValueError, match="state_dir .* is a file, not a folder. Pass another --state_dir."):
+        keep_existing_checkpoint(tmp_path / "models", tmp_path / "a_file" / "state")
 
 
 def _nifti(path, data):
@@ -198,7 +208,7 @@ def test_a_ckpt_dir_that_cannot_be_a_folder_is_refused_before_training(tmp_path)
     (tmp_path / "a_file").write_text("the user's")
     with pytest.raises(ValueError, match=f"ckpt_dir '{tmp_path / 'a_file' / 'models'}': '{tmp_path / 'a_file'}' is a "
                                          "file, not a folder. Pass another --ckpt_dir."):
-        keep_existing_checkpoint(tmp_path / "a_file" / "models")
+        keep_existing_checkpoint(tmp_path / "a_file" / "models", tmp_path / "state")
     assert (tmp_path / "a_file").read_text() == "the user's"
 
 

@@ -72,10 +72,12 @@ def test_two_processes_train_on_all_cases_and_save_the_last_weights(tmp_path, hi
                     hippocampus_dir, "--train#trainer#max_epochs", "1", val_interval=None)
     assert "val_" not in log
     # the final weights, and the state --resume goes on from (written once, by rank 0, unwrapped from DDP too)
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt", "training_state.pt"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt"]
+    assert sorted(p.name for p in (tmp_path / "models_state").iterdir()) == ["training_state.pt"]
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in state)
-    training_state = torch.load(tmp_path / "models" / "training_state.pt", map_location="cpu", weights_only=True)
+    training_state = torch.load(tmp_path / "models_state" / "training_state.pt", map_location="cpu",
+                                weights_only=True)
     assert training_state["network"].keys() == state.keys()
     from scripts.networks import XUNet
     XUNet(3, 1, 3, features=TINY_NET["xunet"]["features"]).load_state_dict(state, strict=True)
@@ -121,7 +123,7 @@ def test_two_processes_killed_mid_run_resume_to_the_end(tmp_path, hippocampus_di
     epochs = "6"
     cmd, env = _torchrun_command("training", MULTI_TRAIN, tmp_path, hippocampus_dir,
                                  "--train#trainer#max_epochs", epochs)
-    state_file = tmp_path / "models" / "training_state.pt"
+    state_file = tmp_path / "models_state" / "training_state.pt"
     with open(tmp_path / "killed.log", "w") as log:
         run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
