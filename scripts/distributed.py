@@ -110,3 +110,9 @@ def finalize_distributed() -> None:
     """Leave the process group (the overlays' ``finalize``)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+        # ignite keeps the computation model it found while the group existed: without this, a later run in the same
+        # process (a test session, a server) fails in MONAI's CheckpointSaver with "Default process group has not
+        # been initialized"
+        import ignite.distributed as idist
+
+        idist.sync()
