@@ -218,7 +218,7 @@ def test_an_output_dir_that_cannot_be_a_folder_is_refused_before_anything_is_wri
     for output_dir in (tmp_path / "a_file", tmp_path / "a_file" / "out"):
         with pytest.raises(ValueError, match=f"output_dir '{output_dir}': '{tmp_path / 'a_file'}' is a file"):
             check_output_dir(output_dir, PredictionNames([image], output_dir))
-    with pytest.raises(ValueError, match="lies inside the dataset"):
+    with pytest.raises(ValueError, match="holds the dataset's file"):
         check_output_dir(tmp_path, PredictionNames([image], tmp_path))
     out = tmp_path.parent / f"{tmp_path.name}_new" / "out"
     assert check_output_dir(out, PredictionNames([image], out)) == out
