@@ -3,16 +3,14 @@
 from monai.networks.nets import BasicUNet
 
 from .attention_unet import AttentionUNet
-from .deep_supervision import StackedDeepSupervisionLoss, last_head
 from .init import init_weights
-from .nested_unet import NestedUNet
+from .nested_unet import NestedUNet, StackedDeepSupervisionLoss, last_head
 from .r2unet import R2AttUNet, R2UNet
 from .registry import create_network, get_network_class, list_networks, register_network
 from .resunet import ResUNet
 from .unet import UNet
 from .xunet import CrossBasicUNet, UpCatAll, XUNet
-from .xunet_attn import XUNetAttn
-from .xunet_light import XUNetLight
+from .xunet_variants import XUNetAttn, XUNetLight
 
 # MONAI's BasicUNet, registered as the family's baseline
 register_network("basicunet", "basic_unet")(BasicUNet)

@@ -394,7 +394,7 @@ class ChannelAttention(nn.Module):
 
     ``forward(pooled)`` maps the per-channel means ``(B, C)`` to weights ``sigmoid(W_2 relu(W_1 pooled))``,
     ``(B, C)``, with ``W_1: C -> max(C // reduction, min_hidden)``. The caller does the pooling and scaling, so
-    the statistics can come from maps that are never materialised (see :mod:`scripts.networks.xunet_attn`).
+    the statistics can come from maps that are never materialised (see :mod:`scripts.networks.xunet_variants`).
     """
 
     def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 4):

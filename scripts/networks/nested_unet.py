@@ -13,13 +13,22 @@ Outputs:
 * ``deep_supervision=True`` in training mode: **one** tensor ``(B, depth, C, *S)``, the heads of
   ``x[0][1] .. x[0][depth]`` stacked on dim 1 (not a list, so the module stays TorchScript-able and
   engines that move ``pred`` around keep working). Train it with
-  :class:`scripts.networks.deep_supervision.StackedDeepSupervisionLoss` (see ``research/networks.md``).
+  :class:`StackedDeepSupervisionLoss` (below).
 * otherwise (training without deep supervision, and **always in eval mode**): one tensor ``(B, C, *S)``, the
   head of ``x[0][eval_head]`` -- so MONAI's inferers (``SlidingWindowInferer``) work. ``eval_head`` defaults to
   ``depth`` (the full UNet++); a smaller value runs the pruned UNet++ L\\ :sub:`eval_head`: only the nodes that
   head needs are computed.
 
 MONAI's ``BasicUNetPlusPlus`` returns a list in every mode, which the sliding-window inferer cannot stitch.
+
+Training with the stacked heads (shallowest first, the full network's head last), for the bundle:
+
+* the loss: :class:`StackedDeepSupervisionLoss` wraps the bundle's loss and sums it over the heads;
+* the train post-processing (decollated, per sample ``(heads, C, *S)``): :func:`last_head` keeps the final head
+  so the metric sees ``(C, *S)``, e.g. ``{"_target_": "Lambdad", "keys": "pred",
+  "func": "$scripts.networks.last_head"}`` before ``Activationsd``.
+
+In eval mode the network returns ``(B, C, *S)`` and nothing needs to change for validation or inference.
 """
 
 from collections.abc import Sequence
@@ -27,13 +36,14 @@ from typing import List, Optional
 
 import torch
 import torch.nn as nn
+from monai.losses import DeepSupervisionLoss
 from monai.networks.layers.factories import Conv, Pool
 
 from .blocks import UPSAMPLE_MODES, ConvBlock, make_upsample
 from .registry import register_network
 from .xunet import crop_to, pad_to_multiple
 
-__all__ = ["NestedUNet", "NestedEncoderNode", "NestedDecoderNode"]
+__all__ = ["NestedDecoderNode", "NestedEncoderNode", "NestedUNet", "StackedDeepSupervisionLoss", "last_head"]
 
 
 class NestedEncoderNode(nn.Module):
@@ -192,3 +202,35 @@ class NestedUNet(nn.Module):
         if all_heads:
             return torch.stack(results, dim=1)
         return results[0]
+
+
+class StackedDeepSupervisionLoss(nn.Module):
+    """Weighted sum of ``loss`` over the heads of a stacked ``(B, heads, C, *S)`` prediction.
+
+    A ``(B, C, *S)`` prediction (eval mode, or a network without deep supervision) is passed to ``loss`` as is.
+    The weights follow :class:`monai.losses.DeepSupervisionLoss` (its ``weight_mode``: ``"same"``, ``"exp"``,
+    ``"two"``, or explicit ``weights``), applied to the heads **deepest first** (the full network's head gets
+    the first weight), matching MONAI's convention that the main output comes first.
+    """
+
+    def __init__(self, loss: nn.Module, weight_mode: str = "same", weights: Sequence[float] | None = None):
+        super().__init__()
+        self.ds_loss = DeepSupervisionLoss(
+            loss, weight_mode=weight_mode, weights=None if weights is None else list(weights)
+        )
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            input: ``(B, heads, C, *S)`` stacked heads, or ``(B, C, *S)``.
+            target: ``(B, C_t, *S)``, as the wrapped loss expects.
+        """
+        if input.dim() == target.dim() + 1:
+            heads = list(torch.unbind(input, dim=1))[::-1]
+            return self.ds_loss(heads, target)
+        return self.ds_loss(input, target)
+
+
+def last_head(pred: torch.Tensor) -> torch.Tensor:
+    """The full network's head of a decollated stacked prediction ``(heads, C, *S)`` -> ``(C, *S)``."""
+    return pred[-1]

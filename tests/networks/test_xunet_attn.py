@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from scripts.networks import XUNet, XUNetAttn
-from scripts.networks.xunet_attn import nearest_resized_mean
+from scripts.networks.xunet_variants import nearest_resized_mean
 
 from .network_contract import NetworkContract
 
