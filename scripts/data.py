@@ -74,11 +74,15 @@ def ensure_msd_dataset(dataset_dir: str | os.PathLike, task: str = MSD_TASK, dow
 def split_cases(names: list[str], fold: int, num_folds: int, seed: int) -> tuple[list[str], list[str]]:
     """Deterministic K-fold split of case names: returns (training names, validation names) of ``fold``."""
     if not is_whole_number(num_folds) or num_folds < 1:
-        raise ValueError(f"num_folds={num_folds!r}: set config id 'num_folds' to the number of folds, 2 or more (train.json's "
-                         "is 5), or evaluate every case with eval_split 'all'.")
+        raise ValueError(
+            f"num_folds={num_folds!r}: set config id 'num_folds' to the number of folds, 2 or more (train.json's "
+            "is 5), or evaluate every case with eval_split 'all'."
+        )
     if not is_whole_number(fold) or not 0 <= fold < num_folds:
-        raise ValueError(f"fold={fold!r} is out of range: set config id 'fold' to a whole number 0 .. {num_folds - 1} "
-                         f"(num_folds={num_folds}).")
+        raise ValueError(
+            f"fold={fold!r} is out of range: set config id 'fold' to a whole number 0 .. {num_folds - 1} "
+            f"(num_folds={num_folds})."
+        )
     if not is_whole_number(seed):  # random.Random takes any hashable: a mistyped "1234" would give another split
         raise ValueError(f"config id 'split_seed' must be a whole number (train.json's is 12345), got {seed!r}.")
     order = sorted(set(names))
@@ -93,21 +97,29 @@ def _read_manifest(path: Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"'{path}' (config id 'dataset_dir') is not valid JSON ({err}): fix it, or restore the "
-                         "dataset.json that came with the data.") from None
+        raise ValueError(
+            f"'{path}' (config id 'dataset_dir') is not valid JSON ({err}): fix it, or restore the "
+            "dataset.json that came with the data."
+        ) from None
     except OSError as err:  # a folder of that name, no permission
-        raise ValueError(f"'{path}' (config id 'dataset_dir') cannot be read ({err.strerror}): make it a readable "
-                         "file, or point --dataset_dir at another MSD task folder.") from None
+        raise ValueError(
+            f"'{path}' (config id 'dataset_dir') cannot be read ({err.strerror}): make it a readable "
+            "file, or point --dataset_dir at another MSD task folder."
+        ) from None
     entries = manifest.get("training", []) if isinstance(manifest, dict) else None
     if not isinstance(entries, list):
-        raise ValueError(f"'{path}' (config id 'dataset_dir') must be a JSON object whose 'training' is a list of "
-                         "{\"image\": ..., \"label\": ...} entries, as in the MSD tasks.")
+        raise ValueError(
+            f"'{path}' (config id 'dataset_dir') must be a JSON object whose 'training' is a list of "
+            '{"image": ..., "label": ...} entries, as in the MSD tasks.'
+        )
     for number, entry in enumerate(entries):
         if not (isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ("image", "label"))):
-            raise ValueError(f"'{path}' (config id 'dataset_dir'): entry {number} of 'training' is {entry!r}; each "
-                             "must name an 'image' and its "
-                             "'label' file, relative to the folder of dataset.json (e.g. {\"image\": "
-                             "\"./imagesTr/case_001.nii.gz\", \"label\": \"./labelsTr/case_001.nii.gz\"}).")
+            raise ValueError(
+                f"'{path}' (config id 'dataset_dir'): entry {number} of 'training' is {entry!r}; each "
+                "must name an 'image' and its "
+                "'label' file, relative to the folder of dataset.json (e.g. {\"image\": "
+                '"./imagesTr/case_001.nii.gz", "label": "./labelsTr/case_001.nii.gz"}).'
+            )
     return manifest
 
 
@@ -124,12 +136,18 @@ def check_unique_entries(items: list[dict[str, str]], manifest: str | os.PathLik
         for number, item in enumerate(items):
             value = item[key] if key == "case" else os.path.realpath(item[key])  # links to one file are one file
             seen.setdefault(value, []).append(number)
-        repeated += [f"{what} '{value}' in entries {', '.join(map(str, numbers))}"
-                     for value, numbers in seen.items() if len(numbers) > 1]
+        repeated += [
+            f"{what} '{value}' in entries {', '.join(map(str, numbers))}"
+            for value, numbers in seen.items()
+            if len(numbers) > 1
+        ]
     if repeated:
-        raise ValueError(f"'{manifest}' lists a case more than once under 'training', which would weight it several "
-                         "times in training and in the mean Dice:\n  " + "\n  ".join(repeated[:20])
-                         + "\nKeep one entry per case (entries are numbered from 0).")
+        raise ValueError(
+            f"'{manifest}' lists a case more than once under 'training', which would weight it several "
+            "times in training and in the mean Dice:\n  "
+            + "\n  ".join(repeated[:20])
+            + "\nKeep one entry per case (entries are numbered from 0)."
+        )
     return items
 
 
@@ -161,13 +179,16 @@ def read_task(root: Path, num_classes: int | None = None) -> MsdTask:
         listed = ", ".join(f"{k} {label_names[k]}" for k in label_values)
         raise ValueError(
             f"'{root / 'dataset.json'}' lists the labels {listed}, but config id 'num_classes' is {num_classes}: "
-            f"the network needs one output per label, background included. Set --num_classes {label_values[-1] + 1}.")
+            f"the network needs one output per label, background included. Set --num_classes {label_values[-1] + 1}."
+        )
     items, missing = [], []
     for entry in manifest.get("training", []):
         image, label = root / entry["image"], root / entry["label"]
         if not image.is_file() or not label.is_file():
-            missing.append(f"'{root / 'dataset.json'}' lists '{entry['image']}' / '{entry['label']}' but the file is "
-                           "missing: restore it or remove the entry from dataset.json.")
+            missing.append(
+                f"'{root / 'dataset.json'}' lists '{entry['image']}' / '{entry['label']}' but the file is "
+                "missing: restore it or remove the entry from dataset.json."
+            )
             continue
         items.append({"image": str(image), "label": str(label), "case": image_stem(entry["image"])})
     check_unique_entries(items, root / "dataset.json")
@@ -206,16 +227,19 @@ def msd_datalist(
             "(evaluate.json) to one of them."
         )
     if limit is not None and (not is_whole_number(limit) or limit < 1):
-        raise ValueError(f"config id 'data_limit' must be a number of cases, 1 or more, or null for every case; got "
-                         f"{limit!r}.")
+        raise ValueError(
+            f"config id 'data_limit' must be a number of cases, 1 or more, or null for every case; got " f"{limit!r}."
+        )
     root = ensure_msd_dataset(dataset_dir, download=download)
     task = read_task(root, num_classes)
     if task.missing:
         raise FileNotFoundError(task.missing[0])
     items = task.items
     if not items:
-        raise ValueError(f"'{root / 'dataset.json'}' lists no labelled cases under 'training': list the cases there "
-                         "(MSD layout), or point --dataset_dir at a folder whose dataset.json does.")
+        raise ValueError(
+            f"'{root / 'dataset.json'}' lists no labelled cases under 'training': list the cases there "
+            "(MSD layout), or point --dataset_dir at a folder whose dataset.json does."
+        )
     if split == "all":
         chosen = items
     else:
@@ -230,8 +254,13 @@ def msd_datalist(
     chosen = chosen[:limit] if limit else chosen
     # dataset.json says how many volumes an image holds and which labels exist: check every chosen case against it
     # now, so a bad file is named before caching and training start
-    return check_images(chosen, spatial_dims=3, in_channels=task.in_channels, label_values=task.label_values,
-                        channels_from="the modalities listed in dataset.json")
+    return check_images(
+        chosen,
+        spatial_dims=3,
+        in_channels=task.in_channels,
+        label_values=task.label_values,
+        channels_from="the modalities listed in dataset.json",
+    )
 
 
 def image_datalist(inputs: str | os.PathLike | list) -> list[dict[str, str]]:
@@ -269,7 +298,11 @@ def image_datalist(inputs: str | os.PathLike | list) -> list[dict[str, str]]:
     if skipped:  # never skip a file without a word: it may be an image saved under another extension
         more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
         shown = ", ".join(f"'{p.name}'" for p in skipped[:10]) + more
-        logger.warning("inference skips %d file(s) in %s (config id 'dataset_dir') that are not .nii or .nii.gz "
-                       "images: %s. Convert any image among them to NIfTI to segment it.", len(skipped),
-                       ", ".join(f"'{e}'" for e in entries if e.is_dir()), shown)
+        logger.warning(
+            "inference skips %d file(s) in %s (config id 'dataset_dir') that are not .nii or .nii.gz "
+            "images: %s. Convert any image among them to NIfTI to segment it.",
+            len(skipped),
+            ", ".join(f"'{e}'" for e in entries if e.is_dir()),
+            shown,
+        )
     return [{"image": str(p)} for p in paths]

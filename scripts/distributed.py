@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import torch
 import ignite.distributed as idist
+import torch
 import torch.distributed as dist
 
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -79,7 +79,6 @@ def wrap_network(network: torch.nn.Module, device: torch.device) -> torch.nn.Mod
     network = network.to(device)
     device_ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
-
 
 
 def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:

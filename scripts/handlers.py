@@ -20,8 +20,10 @@ from scripts.torch_files import BundleFileError, load_torch_file
 
 logger = logging.getLogger(__name__)
 
-RESUME_FIX = ("resume reads the training state an interrupted run of this bundle's train.json saved after each epoch: "
-              "give that run's --ckpt_dir, or train afresh without --resume (a fresh run replaces the file)")
+RESUME_FIX = (
+    "resume reads the training state an interrupted run of this bundle's train.json saved after each epoch: "
+    "give that run's --ckpt_dir, or train afresh without --resume (a fresh run replaces the file)"
+)
 
 
 class FinalWeightsSaver(CheckpointSaver):
@@ -107,15 +109,21 @@ class TrainingState:
             if not isinstance(trainer, dict):
                 raise BundleFileError(f"'{self.path}' is no training state of this bundle")
         except BundleFileError as err:
-            logger.warning("%s. This run starts afresh (without --resume it does not need the file) and replaces it "
-                           "after its first epoch.", err.problem)
+            logger.warning(
+                "%s. This run starts afresh (without --resume it does not need the file) and replaces it "
+                "after its first epoch.",
+                err.problem,
+            )
             return
         # ignite keeps the iteration and the epoch length, not the epoch
         epoch = trainer.get("iteration", 0) // max(trainer.get("epoch_length") or 1, 1)
         logger.warning(
             "'%s' holds the state of an earlier run (epoch %s of %s); this run starts afresh and replaces it after "
-            "its first epoch. To continue that run instead, add --resume True.", self.path, epoch,
-            trainer.get("max_epochs"))
+            "its first epoch. To continue that run instead, add --resume True.",
+            self.path,
+            epoch,
+            trainer.get("max_epochs"),
+        )
 
     def _best_checkpoint(self):
         # MONAI's CheckpointSaver keeps its memory of the best score in an ignite Checkpoint
@@ -128,12 +136,17 @@ class TrainingState:
         state = {
             **{name: unwrap_network(obj).state_dict() for name, obj in self.objects.items()},
             "trainer": engine.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                    "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]]},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "python": random.getstate(),
+                "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+            },
         }
         if self.evaluator is not None and self.evaluator.state.best_metric_epoch > 0:
-            state["best"] = {"metric": float(self.evaluator.state.best_metric),
-                             "epoch": int(self.evaluator.state.best_metric_epoch)}
+            state["best"] = {
+                "metric": float(self.evaluator.state.best_metric),
+                "epoch": int(self.evaluator.state.best_metric_epoch),
+            }
             best_checkpoint = self._best_checkpoint()
             if best_checkpoint is not None:
                 state["best"]["checkpoint"] = best_checkpoint.state_dict()
@@ -147,11 +160,14 @@ class TrainingState:
 
     def load(self, engine: Engine) -> None:
         state = load_torch_file(self.path, "resume", RESUME_FIX)
-        missing = [name for name in (*self.objects, "trainer", "rng")
-                   if not isinstance(state, dict) or name not in state]
+        missing = [
+            name for name in (*self.objects, "trainer", "rng") if not isinstance(state, dict) or name not in state
+        ]
         if missing:
-            raise BundleFileError(f"'{self.path}' (config id 'resume') is no training state of this bundle (it lacks "
-                                  f"{missing})", RESUME_FIX)
+            raise BundleFileError(
+                f"'{self.path}' (config id 'resume') is no training state of this bundle (it lacks " f"{missing})",
+                RESUME_FIX,
+            )
         saved_epochs = state["trainer"].get("max_epochs")
         if saved_epochs != engine.state.max_epochs:
             # the learning-rate schedule restored with the state is as long as the interrupted run: a resumed run
@@ -159,13 +175,18 @@ class TrainingState:
             raise ValueError(
                 f"'{self.path}' is the state of a run of {saved_epochs} epochs, this one has {engine.state.max_epochs}: "
                 f"resume with train#trainer#max_epochs {saved_epochs}, as the interrupted run had (to train longer, "
-                "start a new run).")
+                "start a new run)."
+            )
         for name, obj in self.objects.items():
-            if isinstance(obj, nn.Module) and (problem := weights_mismatch(state[name], unwrap_network(obj))) is not None:
+            if (
+                isinstance(obj, nn.Module)
+                and (problem := weights_mismatch(state[name], unwrap_network(obj))) is not None
+            ):
                 raise ValueError(
                     f"the {name} saved in '{self.path}' does not fit this run's {name} (config ids 'network_name', "
                     f"'network_options', 'num_classes'): {problem}. Resume with the interrupted run's settings, "
-                    "or train afresh without --resume.")
+                    "or train afresh without --resume."
+                )
             unwrap_network(obj).load_state_dict(state[name])
         engine.load_state_dict(state["trainer"])
         if is_main_process():  # the generators saved are rank 0's; other ranks keep their own (seed + rank)

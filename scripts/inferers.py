@@ -25,16 +25,22 @@ class FlipAveragingInferer(Inferer):
         super().__init__()
         self.inferer = inferer
         # one axis given as a number (--tta_axes 0) means that axis, as MONAI's Flip reads spatial_axis
-        self.spatial_axes = (int(spatial_axes),) if isinstance(spatial_axes, int) else tuple(int(a) for a in spatial_axes)
+        self.spatial_axes = (
+            (int(spatial_axes),) if isinstance(spatial_axes, int) else tuple(int(a) for a in spatial_axes)
+        )
         if any(a < 0 for a in self.spatial_axes):  # -1 would become the channel axis once batch and channel lead
-            raise ValueError(f"tta_axes (config id 'tta_axes') must count spatial axes from 0, got {list(spatial_axes)}: "
-                             "e.g. [0] for left-right flips, [] for none.")
+            raise ValueError(
+                f"tta_axes (config id 'tta_axes') must count spatial axes from 0, got {list(spatial_axes)}: "
+                "e.g. [0] for left-right flips, [] for none."
+            )
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
         spatial = inputs.dim() - 2
         if any(a >= spatial for a in self.spatial_axes):
-            raise ValueError(f"tta_axes (config id 'tta_axes') is {list(self.spatial_axes)}, but the images have "
-                             f"{spatial} spatial axes (0 to {spatial - 1}): e.g. [0] for left-right flips, [] for none.")
+            raise ValueError(
+                f"tta_axes (config id 'tta_axes') is {list(self.spatial_axes)}, but the images have "
+                f"{spatial} spatial axes (0 to {spatial - 1}): e.g. [0] for left-right flips, [] for none."
+            )
         total = self.inferer(inputs, network, *args, **kwargs)
         for axis in self.spatial_axes:
             dims = [axis + 2]

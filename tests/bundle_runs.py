@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from conftest import BUNDLE_ROOT
 from monai.bundle import ConfigWorkflow
+
+from conftest import BUNDLE_ROOT
 
 CONFIGS = BUNDLE_ROOT / "configs"
 META = str(CONFIGS / "metadata.json")

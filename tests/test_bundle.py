@@ -14,12 +14,10 @@ from monai.bundle import ConfigWorkflow, verify_metadata
 
 from conftest import (
     BUNDLE_ROOT,
-    CONFIGS,
     EVALUATE,
     INFER,
     META,
     SCHEMA,
-    SHARED_DATA,
     TINY_NET,
     TRAIN,
     TRAIN_ALL_CASES,
@@ -29,16 +27,20 @@ from conftest import (
     quick_overrides,
 )
 
+
 def test_metadata_matches_the_schema():
-    verify_metadata(meta_file=META, filepath=str(SCHEMA), hash_val="06954cad2cc5d3784e72077ac76f0fc8",
-                    hash_type="md5")
+    verify_metadata(meta_file=META, filepath=str(SCHEMA), hash_val="06954cad2cc5d3784e72077ac76f0fc8", hash_type="md5")
     meta = json.loads(Path(META).read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {
-        "0": "background", "1": "anterior", "2": "posterior"}
+        "0": "background",
+        "1": "anterior",
+        "2": "posterior",
+    }
     # the pinned versions are the ones installed
+    import ignite
     import monai
     import nibabel
-    import ignite
+
     assert meta["monai_version"] == monai.__version__
     assert meta["pytorch_version"] == torch.__version__.split("+")[0]
     assert meta["required_packages_version"]["nibabel"] == nibabel.__version__
@@ -52,8 +54,11 @@ def test_metadata_pins_are_the_requirements_but_numpy_may_be_newer_here():
     from packaging.version import Version
 
     meta = json.loads(Path(META).read_text())
-    pins = dict(line.split("#")[0].strip().split("==") for line in (BUNDLE_ROOT / "requirements.txt").read_text()
-                .splitlines() if "==" in line)
+    pins = dict(
+        line.split("#")[0].strip().split("==")
+        for line in (BUNDLE_ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line
+    )
     expected = {"monai": meta["monai_version"], "torch": meta["pytorch_version"], **meta["required_packages_version"]}
     assert {name: pins.get(name) for name in expected} == expected
     assert Version(meta["numpy_version"]) <= Version(pins["numpy"]) == Version(np.__version__)
@@ -62,9 +67,14 @@ def test_metadata_pins_are_the_requirements_but_numpy_may_be_newer_here():
 @pytest.mark.parametrize("workflow_type,config", [("train", TRAIN), ("eval", EVALUATE), ("infer", INFER)])
 def test_properties_complete(workflow_type, config, hippocampus_dir, tmp_path):
     data = {"infer": hippocampus_dir / "imagesTr"}.get(workflow_type, hippocampus_dir)
-    workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
-                              dataset_dir=str(data), output_dir=str(tmp_path),
-                              **own_ckpt_dir(workflow_type, tmp_path))
+    workflow = ConfigWorkflow(
+        config_file=config,
+        meta_file=META,
+        workflow_type=workflow_type,
+        dataset_dir=str(data),
+        output_dir=str(tmp_path),
+        **own_ckpt_dir(workflow_type, tmp_path),
+    )
     workflow.initialize()
     assert workflow.check_properties() in (None, [])
 
@@ -76,9 +86,14 @@ def test_precision_trains_mixed_and_reports_full(workflow_type, config, hippocam
     from scripts.precision import AutocastForward, fast_precision
 
     data = {"infer": hippocampus_dir / "imagesTr"}.get(workflow_type, hippocampus_dir)
-    workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
-                              dataset_dir=str(data), output_dir=str(tmp_path),
-                              **own_ckpt_dir(workflow_type, tmp_path))
+    workflow = ConfigWorkflow(
+        config_file=config,
+        meta_file=META,
+        workflow_type=workflow_type,
+        dataset_dir=str(data),
+        output_dir=str(tmp_path),
+        **own_ckpt_dir(workflow_type, tmp_path),
+    )
     workflow.initialize()
     parser = workflow.parser
     expected = fast_precision(parser.get_parsed_content("device")) if workflow_type == "train" else "float32"
@@ -111,8 +126,9 @@ def test_bundle_root_given_works_from_any_working_directory(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != BUNDLE_ROOT])
     overrides = {"ckpt_dir": str(tmp_path)} if workflow_type == "train" else {}
-    workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
-                              bundle_root=str(BUNDLE_ROOT), **overrides)
+    workflow = ConfigWorkflow(
+        config_file=config, meta_file=META, workflow_type=workflow_type, bundle_root=str(BUNDLE_ROOT), **overrides
+    )
     workflow.parser["initialize"] = ["@check_bundle_root", "@bundle_on_path"]
     workflow.initialize()
     assert str(BUNDLE_ROOT) in sys.path
@@ -135,6 +151,7 @@ def test_training_writes_a_plain_state_dict(trained):
     state = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert "final_conv.weight" in state  # a plain state dict, not wrapped in {"model": ...}
     from scripts.networks import XUNet
+
     XUNet(3, 1, 3, features=TINY_NET["xunet"]["features"]).load_state_dict(state, strict=True)
     assert any((trained / "runs").iterdir())  # TensorBoard events
 
@@ -164,8 +181,9 @@ def test_training_keeps_a_copy_of_an_existing_model(hippocampus_dir, tmp_path):
     into state_dir (default <ckpt_dir>_state): MONAI Label offers every ckpt_dir/*.pt as a model."""
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "model.pt").write_bytes(b"an earlier model")
-    workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train",
-                              **quick_overrides(tmp_path, hippocampus_dir))
+    workflow = ConfigWorkflow(
+        config_file=TRAIN, meta_file=META, workflow_type="train", **quick_overrides(tmp_path, hippocampus_dir)
+    )
     workflow.initialize()
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["model.pt"]
     kept = list((tmp_path / "models_state").iterdir())
@@ -186,6 +204,7 @@ def _train(tmp: Path, hippocampus_dir: Path, interrupt_before_epoch: int | None 
     workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train", **settings)
     workflow.initialize()
     if interrupt_before_epoch is not None:
+
         def interrupt(engine):
             raise _Interruption()
 
@@ -212,8 +231,10 @@ def test_interrupted_training_resumes_to_the_same_model(hippocampus_dir, tmp_pat
     assert resumed[1] == whole[1]
     for name, value in whole[0].items():
         assert torch.equal(resumed[0][name], value), name
-    best = [torch.load(tmp_path / run / "models" / "model.pt", map_location="cpu", weights_only=True)
-            for run in ("whole", "split")]
+    best = [
+        torch.load(tmp_path / run / "models" / "model.pt", map_location="cpu", weights_only=True)
+        for run in ("whole", "split")
+    ]
     assert all(torch.equal(best[0][k], best[1][k]) for k in best[0])
 
 
@@ -225,8 +246,9 @@ def test_resume_without_a_training_state_names_the_setting(hippocampus_dir, tmp_
 
 
 def test_evaluation_reports_per_case_dice(trained, hippocampus_dir):
-    workflow = ConfigWorkflow(config_file=EVALUATE, meta_file=META, workflow_type="eval",
-                              **quick_overrides(trained, hippocampus_dir))
+    workflow = ConfigWorkflow(
+        config_file=EVALUATE, meta_file=META, workflow_type="eval", **quick_overrides(trained, hippocampus_dir)
+    )
     workflow.initialize()
     workflow.run()
     metric = workflow.evaluator.state.metrics["val_mean_dice"]
@@ -240,14 +262,19 @@ def test_evaluation_reports_per_case_dice(trained, hippocampus_dir):
 
 
 @pytest.mark.parametrize("eval_split, cases", [("all", 5), ("validation", 1)])
-def test_evaluation_of_new_cases_scores_every_case_with_eval_split_all(trained, hippocampus_dir, tmp_path,
-                                                                       eval_split, cases):
+def test_evaluation_of_new_cases_scores_every_case_with_eval_split_all(
+    trained, hippocampus_dir, tmp_path, eval_split, cases
+):
     """New labelled cases in their own MSD folder (how the shipped model, trained on every local case, is measured):
     eval_split 'all' scores each of them; the default scores only the validation fold's share."""
     names = [f"hippocampus_{i:03d}" for i in (1, 3, 4, 6, 8)]
     new_cases = msd_subset_folder(tmp_path / "new", hippocampus_dir, names)
-    overrides = {**quick_overrides(trained, new_cases), "output_dir": str(tmp_path / "eval"), "data_limit": None,
-                 "eval_split": eval_split}
+    overrides = {
+        **quick_overrides(trained, new_cases),
+        "output_dir": str(tmp_path / "eval"),
+        "data_limit": None,
+        "eval_split": eval_split,
+    }
     workflow = ConfigWorkflow(config_file=EVALUATE, meta_file=META, workflow_type="eval", **overrides)
     workflow.initialize()
     workflow.run()
@@ -258,8 +285,9 @@ def test_evaluation_of_new_cases_scores_every_case_with_eval_split_all(trained, 
 
 
 def test_evaluation_without_checkpoint_names_the_setting(tmp_path, hippocampus_dir):
-    workflow = ConfigWorkflow(config_file=EVALUATE, meta_file=META, workflow_type="eval",
-                              **quick_overrides(tmp_path, hippocampus_dir))
+    workflow = ConfigWorkflow(
+        config_file=EVALUATE, meta_file=META, workflow_type="eval", **quick_overrides(tmp_path, hippocampus_dir)
+    )
     with pytest.raises(Exception) as err:
         workflow.initialize()
     assert "ckpt_dir" in "".join(str(e) for e in exception_chain(err.value))
@@ -268,26 +296,41 @@ def test_evaluation_without_checkpoint_names_the_setting(tmp_path, hippocampus_d
 def test_evaluation_into_an_output_dir_that_is_a_file_names_the_setting(trained, hippocampus_dir, tmp_path):
     """MetricsSaver would fail only after every case was evaluated."""
     (tmp_path / "results").write_text("the user's")
-    workflow = ConfigWorkflow(config_file=EVALUATE, meta_file=META, workflow_type="eval",
-                              **{**quick_overrides(tmp_path, hippocampus_dir), "ckpt_dir": str(trained / "models"),
-                                 "output_dir": str(tmp_path / "results")})
+    workflow = ConfigWorkflow(
+        config_file=EVALUATE,
+        meta_file=META,
+        workflow_type="eval",
+        **{
+            **quick_overrides(tmp_path, hippocampus_dir),
+            "ckpt_dir": str(trained / "models"),
+            "output_dir": str(tmp_path / "results"),
+        },
+    )
     with pytest.raises(Exception) as err:
         workflow.initialize()
-    assert f"output_dir '{tmp_path / 'results'}': '{tmp_path / 'results'}' is a file" in \
-           "".join(str(e) for e in exception_chain(err.value))
+    assert f"output_dir '{tmp_path / 'results'}': '{tmp_path / 'results'}' is a file" in "".join(
+        str(e) for e in exception_chain(err.value)
+    )
     assert (tmp_path / "results").read_text() == "the user's"
 
 
 @pytest.mark.parametrize("config, workflow_type", [(EVALUATE, "eval"), (INFER, "infer")])
-def test_a_checkpoint_of_another_network_is_named_before_any_case_is_read(trained, hippocampus_dir, tmp_path, config,
-                                                                           workflow_type):
+def test_a_checkpoint_of_another_network_is_named_before_any_case_is_read(
+    trained, hippocampus_dir, tmp_path, config, workflow_type
+):
     """The model was trained as xunet; evaluating or segmenting with --network_name basicunet stops in initialize,
     saying which network the file fits, instead of failing in the first iteration with a list of every tensor."""
-    settings = {**quick_overrides(tmp_path, hippocampus_dir), "ckpt_dir": str(trained / "models"),
-                "network_name": "basicunet", "network_options": {**TINY_NET, "basicunet": TINY_NET["xunet"]}}
+    settings = {
+        **quick_overrides(tmp_path, hippocampus_dir),
+        "ckpt_dir": str(trained / "models"),
+        "network_name": "basicunet",
+        "network_options": {**TINY_NET, "basicunet": TINY_NET["xunet"]},
+    }
     message = _initialize_error(config, workflow_type, settings, tmp_path, hippocampus_dir)
-    assert f"'{trained / 'models' / 'model.pt'}' (config id 'ckpt_dir') does not fit the configured network " \
-           "'basicunet'" in message
+    assert (
+        f"'{trained / 'models' / 'model.pt'}' (config id 'ckpt_dir') does not fit the configured network "
+        "'basicunet'" in message
+    )
     assert "add --network_name xunet" in message
     assert not (tmp_path / "eval").exists()
 
@@ -304,8 +347,9 @@ def _initialize_error(config: str | list, workflow_type: str, settings: dict, tm
 
 @pytest.mark.parametrize("config, workflow_type", [(TRAIN, "train"), (EVALUATE, "eval"), (INFER, "infer")])
 @pytest.mark.parametrize("patch_size", [[16, 16, 16], [32, 48]])
-def test_a_patch_size_the_network_cannot_use_stops_before_any_case_is_read(trained, hippocampus_dir, tmp_path, config,
-                                                                          workflow_type, patch_size):
+def test_a_patch_size_the_network_cannot_use_stops_before_any_case_is_read(
+    trained, hippocampus_dir, tmp_path, config, workflow_type, patch_size
+):
     """Training used to cache every case and then fail in its first iteration; inference failed on its first
     image. Now initialize names config id patch_size."""
     settings = {**quick_overrides(tmp_path, hippocampus_dir), "patch_size": patch_size}
@@ -316,16 +360,23 @@ def test_a_patch_size_the_network_cannot_use_stops_before_any_case_is_read(train
     assert not (tmp_path / "eval").exists() and not (tmp_path / "models" / "model.pt").exists()
 
 
-@pytest.mark.parametrize("setting, value, expected", [
-    ("batch_size", 0, "config id 'batch_size' must be a whole number of 1 or more, got 0"),
-    ("samples_per_volume", 0, "config id 'samples_per_volume' must be a whole number of 1 or more, got 0"),
-    ("learning_rate", -1, "config id 'learning_rate' must be a number above 0, got -1"),
-    ("val_interval", -1, "config id 'val_interval' must be a whole number of 0 or more, got -1"),
-    ("val_interval", 81,
-     "config id 'val_interval' (81) is more than the run's epochs (config id 'train#trainer#max_epochs', 80)"),
-])
-def test_a_setting_that_cannot_train_stops_training_before_any_case_is_read(hippocampus_dir, tmp_path, setting, value,
-                                                                            expected):
+@pytest.mark.parametrize(
+    "setting, value, expected",
+    [
+        ("batch_size", 0, "config id 'batch_size' must be a whole number of 1 or more, got 0"),
+        ("samples_per_volume", 0, "config id 'samples_per_volume' must be a whole number of 1 or more, got 0"),
+        ("learning_rate", -1, "config id 'learning_rate' must be a number above 0, got -1"),
+        ("val_interval", -1, "config id 'val_interval' must be a whole number of 0 or more, got -1"),
+        (
+            "val_interval",
+            81,
+            "config id 'val_interval' (81) is more than the run's epochs (config id 'train#trainer#max_epochs', 80)",
+        ),
+    ],
+)
+def test_a_setting_that_cannot_train_stops_training_before_any_case_is_read(
+    hippocampus_dir, tmp_path, setting, value, expected
+):
     """0 patches per volume failed in the crop transform after caching ('list index out of range'); a negative
     learning rate in the optimiser with torch's message, which names no setting; a val_interval above the epochs
     trained the whole run and saved no model (validation saves model.pt and never ran)."""
@@ -334,16 +385,19 @@ def test_a_setting_that_cannot_train_stops_training_before_any_case_is_read(hipp
 
 
 @pytest.mark.parametrize("config, workflow_type", [(TRAIN, "train"), (EVALUATE, "eval"), (INFER, "infer")])
-def test_a_device_or_worker_count_that_cannot_be_is_named_before_the_network_is_built(trained, hippocampus_dir,
-                                                                                       tmp_path, config, workflow_type):
+def test_a_device_or_worker_count_that_cannot_be_is_named_before_the_network_is_built(
+    trained, hippocampus_dir, tmp_path, config, workflow_type
+):
     settings = {**quick_overrides(tmp_path, hippocampus_dir), "device": "gpu"}
     if workflow_type != "train":
         settings["ckpt_dir"] = str(trained / "models")
     assert "config id 'device' is 'gpu', which is no device" in _initialize_error(
-        config, workflow_type, settings, tmp_path / "device", hippocampus_dir)
+        config, workflow_type, settings, tmp_path / "device", hippocampus_dir
+    )
     settings.update(device="cpu", num_workers=-1)
     assert "config id 'num_workers' must be a whole number of 0 or more, got -1" in _initialize_error(
-        config, workflow_type, settings, tmp_path / "workers", hippocampus_dir)
+        config, workflow_type, settings, tmp_path / "workers", hippocampus_dir
+    )
 
 
 def _two_images(tmp: Path, hippocampus_dir: Path) -> Path:
@@ -366,9 +420,16 @@ def _assert_predictions_match_inputs(inputs: Path, outputs: Path):
 
 def test_inference_writes_niftis_in_the_input_space(trained, hippocampus_dir, tmp_path):
     inputs = _two_images(tmp_path, hippocampus_dir)
-    workflow = ConfigWorkflow(config_file=INFER, meta_file=META, workflow_type="infer",
-                              ckpt_dir=str(trained / "models"), dataset_dir=str(inputs),
-                              output_dir=str(tmp_path / "out"), network_options=TINY_NET, patch_size=[32, 32, 32])
+    workflow = ConfigWorkflow(
+        config_file=INFER,
+        meta_file=META,
+        workflow_type="infer",
+        ckpt_dir=str(trained / "models"),
+        dataset_dir=str(inputs),
+        output_dir=str(tmp_path / "out"),
+        network_options=TINY_NET,
+        patch_size=[32, 32, 32],
+    )
     workflow.initialize()
     workflow.run()
     workflow.finalize()
@@ -377,9 +438,15 @@ def test_inference_writes_niftis_in_the_input_space(trained, hippocampus_dir, tm
 
 def test_inference_refuses_to_overwrite_inputs(trained, hippocampus_dir, tmp_path):
     inputs = _two_images(tmp_path, hippocampus_dir)
-    workflow = ConfigWorkflow(config_file=INFER, meta_file=META, workflow_type="infer",
-                              ckpt_dir=str(trained / "models"), dataset_dir=str(inputs), output_dir=str(inputs),
-                              network_options=TINY_NET)
+    workflow = ConfigWorkflow(
+        config_file=INFER,
+        meta_file=META,
+        workflow_type="infer",
+        ckpt_dir=str(trained / "models"),
+        dataset_dir=str(inputs),
+        output_dir=str(inputs),
+        network_options=TINY_NET,
+    )
     with pytest.raises(Exception) as err:
         workflow.initialize()
     assert "output_dir" in "".join(str(e) for e in exception_chain(err.value))
@@ -389,9 +456,15 @@ def test_inference_refuses_to_overwrite_inputs(trained, hippocampus_dir, tmp_pat
 def test_inference_names_an_image_it_cannot_segment_before_writing_anything(trained, hippocampus_dir, tmp_path):
     inputs = _two_images(tmp_path, hippocampus_dir)
     nib.save(nib.Nifti1Image(np.ones((20, 30), dtype=np.float32), np.eye(4)), str(inputs / "slice.nii.gz"))
-    workflow = ConfigWorkflow(config_file=INFER, meta_file=META, workflow_type="infer",
-                              ckpt_dir=str(trained / "models"), dataset_dir=str(inputs),
-                              output_dir=str(tmp_path / "out"), network_options=TINY_NET)
+    workflow = ConfigWorkflow(
+        config_file=INFER,
+        meta_file=META,
+        workflow_type="infer",
+        ckpt_dir=str(trained / "models"),
+        dataset_dir=str(inputs),
+        output_dir=str(tmp_path / "out"),
+        network_options=TINY_NET,
+    )
     with pytest.raises(Exception) as err:
         workflow.initialize()
     message = "".join(str(e) for e in exception_chain(err.value))
@@ -403,8 +476,23 @@ def test_shipped_model_runs_from_another_directory(hippocampus_dir, tmp_path):
     """The command-line inference of the README, run from outside the bundle with the shipped weights."""
     inputs = _two_images(tmp_path, hippocampus_dir)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--meta_file", META, "--config_file", INFER,
-           "--bundle_root", str(BUNDLE_ROOT), "--dataset_dir", str(inputs), "--output_dir", str(tmp_path / "out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "inferring",
+        "--meta_file",
+        META,
+        "--config_file",
+        INFER,
+        "--bundle_root",
+        str(BUNDLE_ROOT),
+        "--dataset_dir",
+        str(inputs),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     _assert_predictions_match_inputs(inputs, tmp_path / "out")
@@ -428,8 +516,15 @@ def test_inference_follows_each_image_orientation_and_spacing(hippocampus_dir, t
     half[1, 3] = -0.25
     fine = nib.Nifti1Image(np.repeat(np.asanyarray(original.dataobj), 2, axis=1), original.affine @ half)
     nib.save(fine, inputs / "fine.nii.gz")
-    workflow = ConfigWorkflow(config_file=INFER, meta_file=META, workflow_type="infer", bundle_root=str(BUNDLE_ROOT),
-                              dataset_dir=str(inputs), output_dir=str(tmp_path / "out"), device="cpu")
+    workflow = ConfigWorkflow(
+        config_file=INFER,
+        meta_file=META,
+        workflow_type="infer",
+        bundle_root=str(BUNDLE_ROOT),
+        dataset_dir=str(inputs),
+        output_dir=str(tmp_path / "out"),
+        device="cpu",
+    )
     workflow.initialize()
     workflow.run()
     workflow.finalize()
@@ -458,7 +553,8 @@ def test_shipped_weights_match_large_files_and_every_config():
     assert weights.stat().st_size <= 25 * 2**20
     state = torch.load(weights, map_location="cpu", weights_only=True)
     for config in (TRAIN, INFER):
-        workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type="infer",
-                                  bundle_root=str(BUNDLE_ROOT), device="cpu")
+        workflow = ConfigWorkflow(
+            config_file=config, meta_file=META, workflow_type="infer", bundle_root=str(BUNDLE_ROOT), device="cpu"
+        )
         network = workflow.parser.get_parsed_content("network_def", instantiate=True)
         network.load_state_dict(state, strict=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import BUNDLE_ROOT
 
+from conftest import BUNDLE_ROOT
 from scripts.check_data import check_data
 from scripts.checks import check_images
 from scripts.data import msd_datalist

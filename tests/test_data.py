@@ -5,7 +5,6 @@ import json
 import pytest
 
 from conftest import msd_subset_folder
-
 from scripts.data import image_datalist, msd_datalist, split_cases
 
 
@@ -48,26 +47,35 @@ def test_the_images_folder_of_a_task_points_at_the_task(tmp_path):
     (task / "dataset.json").write_text('{"training": []}')
     with pytest.raises(FileNotFoundError, match=f"'{task}' holds a dataset.json: did you mean --dataset_dir {task}\\?"):
         msd_datalist(task / "imagesTr", download=False)
-    with pytest.raises(FileNotFoundError,
-                       match=f"It is an MSD task folder: its images are in {task / 'imagesTr'} and {task / 'imagesTs'}"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=f"It is an MSD task folder: its images are in {task / 'imagesTr'} and {task / 'imagesTs'}",
+    ):
         image_datalist(task)
 
 
 def test_listed_but_missing_file_is_named(tmp_path):
-    (tmp_path / "dataset.json").write_text('{"training": [{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}]}')
+    (tmp_path / "dataset.json").write_text(
+        '{"training": [{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}]}'
+    )
     with pytest.raises(FileNotFoundError, match="a.nii.gz"):
         msd_datalist(tmp_path, download=False)
 
 
-@pytest.mark.parametrize("manifest, expected", [
-    ("{not json", "is not valid JSON \\(.*line 1 column 2"),
-    ('["a", "b"]', "must be a JSON object whose 'training' is a list"),
-    ('{"training": {"image": "a.nii.gz"}}', "must be a JSON object whose 'training' is a list"),
-    ('{"training": [{"image": "./imagesTr/a.nii.gz"}]}',
-     "entry 0 of 'training' is \\{'image': './imagesTr/a.nii.gz'\\}; each must name an 'image' and its 'label'"),
-    ('{"training": ["./imagesTr/a.nii.gz"]}', "entry 0 of 'training' is './imagesTr/a.nii.gz'"),
-    ('{"labels": {"0": "background"}}', "lists no labelled cases under 'training': list the cases there"),
-])
+@pytest.mark.parametrize(
+    "manifest, expected",
+    [
+        ("{not json", "is not valid JSON \\(.*line 1 column 2"),
+        ('["a", "b"]', "must be a JSON object whose 'training' is a list"),
+        ('{"training": {"image": "a.nii.gz"}}', "must be a JSON object whose 'training' is a list"),
+        (
+            '{"training": [{"image": "./imagesTr/a.nii.gz"}]}',
+            "entry 0 of 'training' is \\{'image': './imagesTr/a.nii.gz'\\}; each must name an 'image' and its 'label'",
+        ),
+        ('{"training": ["./imagesTr/a.nii.gz"]}', "entry 0 of 'training' is './imagesTr/a.nii.gz'"),
+        ('{"labels": {"0": "background"}}', "lists no labelled cases under 'training': list the cases there"),
+    ],
+)
 def test_a_malformed_dataset_json_is_named_with_what_is_wrong(tmp_path, manifest, expected):
     (tmp_path / "dataset.json").write_text(manifest)
     with pytest.raises(ValueError, match=f"'{tmp_path / 'dataset.json'}'.*{expected}"):
@@ -103,8 +111,10 @@ def test_a_case_that_does_not_fit_dataset_json_is_named_before_training(tmp_path
     folder = msd_subset_folder(tmp_path, hippocampus_dir, ["hippocampus_001", "hippocampus_003"])
     manifest = json.loads((folder / "dataset.json").read_text())
     (folder / "dataset.json").write_text(json.dumps({**manifest, "modality": {"0": "T1", "1": "T2"}}))
-    expected = (r"hippocampus_001.nii.gz': shape \(\d+, \d+, \d+\) holds 1 volumes \(channels\) where 2 are expected "
-                r"\(the modalities listed in dataset.json\)")
+    expected = (
+        r"hippocampus_001.nii.gz': shape \(\d+, \d+, \d+\) holds 1 volumes \(channels\) where 2 are expected "
+        r"\(the modalities listed in dataset.json\)"
+    )
     with pytest.raises(ValueError, match=expected):
         msd_datalist(folder, "all", download=False)
 
@@ -124,10 +134,14 @@ def test_fewer_classes_than_dataset_json_has_labels_names_num_classes(tmp_path, 
     bounds'); more classes than labels is allowed (an output that is never the target)."""
     folder = msd_subset_folder(tmp_path, hippocampus_dir, ["hippocampus_001"])
     manifest = json.loads((folder / "dataset.json").read_text())
-    (folder / "dataset.json").write_text(json.dumps({**manifest, "labels": {"0": "background", "1": "Anterior",
-                                                                            "2": "Posterior"}}))
-    with pytest.raises(ValueError, match=r"lists the labels 0 background, 1 Anterior, 2 Posterior, but config id "
-                                         r"'num_classes' is 2: .* Set --num_classes 3\."):
+    (folder / "dataset.json").write_text(
+        json.dumps({**manifest, "labels": {"0": "background", "1": "Anterior", "2": "Posterior"}})
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"lists the labels 0 background, 1 Anterior, 2 Posterior, but config id "
+        r"'num_classes' is 2: .* Set --num_classes 3\.",
+    ):
         msd_datalist(folder, "all", download=False, num_classes=2)
     for num_classes in (3, 4, None):
         assert len(msd_datalist(folder, "all", download=False, num_classes=num_classes)) == 1
@@ -142,5 +156,7 @@ def test_a_data_limit_that_is_no_number_of_cases_is_named(tmp_path, limit):
 
 @pytest.mark.parametrize("num_folds", [0, -3])
 def test_a_number_of_folds_below_1_names_the_setting(num_folds):
-    with pytest.raises(ValueError, match=f"num_folds={num_folds}: set config id 'num_folds' to the number of folds, 2 or more"):
+    with pytest.raises(
+        ValueError, match=f"num_folds={num_folds}: set config id 'num_folds' to the number of folds, 2 or more"
+    ):
         split_cases(["a", "b", "c"], 0, num_folds, 12345)

@@ -236,8 +236,9 @@ def _shifted(affine):
 )
 def test_evaluation_and_training_name_a_label_off_its_image_grid(hippocampus_dir, tmp_path, change, difference):
     from bundle_runs import CONFIGS, META, TINY_NET, error_text, training
-    from conftest import BUNDLE_ROOT
     from monai.bundle import ConfigWorkflow
+
+    from conftest import BUNDLE_ROOT
 
     task, moved = _task_with_moved_label(tmp_path, hippocampus_dir, change)
     image = task / "imagesTr" / "hippocampus_019.nii.gz"
@@ -281,9 +282,9 @@ def test_evaluation_and_training_name_a_label_off_its_image_grid(hippocampus_dir
 def test_inference_names_implausible_headers_and_intensities_before_writing_anything(hippocampus_dir, tmp_path):
     import torch
     from bundle_runs import CONFIGS, META, TINY_NET, error_text
-    from conftest import BUNDLE_ROOT
     from monai.bundle import ConfigWorkflow
 
+    from conftest import BUNDLE_ROOT
     from scripts.networks import create_network
 
     original = nib.load(hippocampus_dir / "imagesTr" / "hippocampus_001.nii.gz")

@@ -67,8 +67,9 @@ def _sgd_run(tmp_path, max_epochs: int, resume: bool, stop_after: int | None = N
 
     engine = Engine(step)
     engine.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs_run.append(e.state.epoch))
-    TrainingState(str(tmp_path / "training_state.pt"), {"network": network, "optimizer": optimizer},
-                  resume=resume).attach(engine)
+    TrainingState(
+        str(tmp_path / "training_state.pt"), {"network": network, "optimizer": optimizer}, resume=resume
+    ).attach(engine)
     if stop_after is not None:
         engine.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), lambda e: e.terminate())
     engine.run([torch.ones(1, 2)] * 3, max_epochs=max_epochs)
@@ -103,7 +104,9 @@ def test_resuming_with_another_network_names_the_settings(tmp_path):
     state = torch.load(tmp_path / "training_state.pt", map_location="cpu", weights_only=True)
     state["network"]["weight"] = torch.zeros(3, 2)  # as if saved by a network with 3 outputs
     torch.save(state, tmp_path / "training_state.pt")
-    with pytest.raises(ValueError, match="network saved in .* does not fit this run's network .*network_name.*differ in shape"):
+    with pytest.raises(
+        ValueError, match="network saved in .* does not fit this run's network .*network_name.*differ in shape"
+    ):
         _sgd_run(tmp_path, max_epochs=5, resume=True)
 
 
@@ -131,10 +134,14 @@ def test_a_resumed_run_keeps_the_better_model_of_the_interrupted_run(tmp_path):
         evaluator = Engine(lambda engine, batch: None)
         evaluator.state.key_metric_name = "val_mean_dice"
         evaluator.state.best_metric, evaluator.state.best_metric_epoch = -1, -1
-        saver = CheckpointSaver(str(tmp_path), {"model": network}, save_key_metric=True,
-                                key_metric_filename="model.pt")
-        state = TrainingState(str(tmp_path / "training_state.pt"), {"network": network}, resume=resume,
-                              evaluator=evaluator, best_saver=saver)
+        saver = CheckpointSaver(str(tmp_path), {"model": network}, save_key_metric=True, key_metric_filename="model.pt")
+        state = TrainingState(
+            str(tmp_path / "training_state.pt"),
+            {"network": network},
+            resume=resume,
+            evaluator=evaluator,
+            best_saver=saver,
+        )
         state.attach(trainer)
         if resume:
             trainer.run([0], max_epochs=1)  # STARTED loads the state (the run had finished its one epoch)

@@ -14,23 +14,51 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from conftest import BUNDLE_ROOT
+from conftest import BUNDLE_ROOT, CONFIGS, EVALUATE, META, TINY_NET, TRAIN, exception_chain, own_ckpt_dir
 from scripts.distributed import TORCHRUN_VARIABLES
-from conftest import CONFIGS, EVALUATE, META, TINY_NET, TRAIN, exception_chain, own_ckpt_dir
 
 MULTI_TRAIN = [TRAIN, str(CONFIGS / "multi_gpu_train.json")]
 MULTI_EVALUATE = EVALUATE + [str(CONFIGS / "multi_gpu_evaluate.json")]
 
 
-def _torchrun_command(run_id: str, config_files: list[str], tmp: Path, data_dir: Path, *extra: str,
-                      val_interval: str | None = "1") -> tuple[list[str], dict]:
+def _torchrun_command(
+    run_id: str, config_files: list[str], tmp: Path, data_dir: Path, *extra: str, val_interval: str | None = "1"
+) -> tuple[list[str], dict]:
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "monai.bundle", "run", run_id, "--meta_file", META, "--config_file", repr(config_files),
-        "--bundle_root", str(BUNDLE_ROOT),
-        "--dataset_dir", str(data_dir), "--ckpt_dir", str(tmp / "models"), "--output_dir", str(tmp / "eval"),
-        "--tensorboard_dir", str(tmp / "runs"), "--data_limit", "4", "--num_workers", "0",
-        "--patch_size", "[32, 32, 32]", "--network_options", repr(TINY_NET), "--download", "False", *extra,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        run_id,
+        "--meta_file",
+        META,
+        "--config_file",
+        repr(config_files),
+        "--bundle_root",
+        str(BUNDLE_ROOT),
+        "--dataset_dir",
+        str(data_dir),
+        "--ckpt_dir",
+        str(tmp / "models"),
+        "--output_dir",
+        str(tmp / "eval"),
+        "--tensorboard_dir",
+        str(tmp / "runs"),
+        "--data_limit",
+        "4",
+        "--num_workers",
+        "0",
+        "--patch_size",
+        "[32, 32, 32]",
+        "--network_options",
+        repr(TINY_NET),
+        "--download",
+        "False",
+        *extra,
     ]
     if val_interval is not None:  # None: the configs' own
         cmd += ["--val_interval", val_interval]
@@ -39,8 +67,9 @@ def _torchrun_command(run_id: str, config_files: list[str], tmp: Path, data_dir:
     return cmd, env
 
 
-def _torchrun(run_id: str, config_files: list[str], tmp: Path, data_dir: Path, *extra: str,
-              val_interval: str | None = "1") -> str:
+def _torchrun(
+    run_id: str, config_files: list[str], tmp: Path, data_dir: Path, *extra: str, val_interval: str | None = "1"
+) -> str:
     cmd, env = _torchrun_command(run_id, config_files, tmp, data_dir, *extra, val_interval=val_interval)
     # from another directory: the overlays must find scripts/ through bundle_root, as the single-process ones do
     done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
@@ -60,6 +89,7 @@ def test_two_processes_train_and_save_a_plain_state_dict(trained_two_processes):
     state = torch.load(tmp / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert "final_conv.weight" in state and not any(k.startswith("module.") for k in state)
     from scripts.networks import XUNet
+
     XUNet(3, 1, 3, features=TINY_NET["xunet"]["features"]).load_state_dict(state, strict=True)
     # rank 0 alone reports: each epoch's validation is logged once, not once per process
     assert log.count("Epoch[2] Metrics -- train_mean_dice") == 1
@@ -68,18 +98,25 @@ def test_two_processes_train_and_save_a_plain_state_dict(trained_two_processes):
 
 def test_two_processes_train_on_all_cases_and_save_the_last_weights(tmp_path, hippocampus_dir):
     """train_all_cases.json under torchrun: no validation, the final weights saved once, unwrapped from DDP."""
-    log = _torchrun("training", MULTI_TRAIN[:1] + [str(CONFIGS / "train_all_cases.json")] + MULTI_TRAIN[1:], tmp_path,
-                    hippocampus_dir, "--train#trainer#max_epochs", "1", val_interval=None)
+    log = _torchrun(
+        "training",
+        MULTI_TRAIN[:1] + [str(CONFIGS / "train_all_cases.json")] + MULTI_TRAIN[1:],
+        tmp_path,
+        hippocampus_dir,
+        "--train#trainer#max_epochs",
+        "1",
+        val_interval=None,
+    )
     assert "val_" not in log
     # the final weights, and the state --resume goes on from (written once, by rank 0, unwrapped from DDP too)
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt"]
     assert sorted(p.name for p in (tmp_path / "models_state").iterdir()) == ["training_state.pt"]
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in state)
-    training_state = torch.load(tmp_path / "models_state" / "training_state.pt", map_location="cpu",
-                                weights_only=True)
+    training_state = torch.load(tmp_path / "models_state" / "training_state.pt", map_location="cpu", weights_only=True)
     assert training_state["network"].keys() == state.keys()
     from scripts.networks import XUNet
+
     XUNet(3, 1, 3, features=TINY_NET["xunet"]["features"]).load_state_dict(state, strict=True)
 
 
@@ -121,12 +158,12 @@ def test_two_processes_killed_mid_run_resume_to_the_end(tmp_path, hippocampus_di
     import time
 
     epochs = "6"
-    cmd, env = _torchrun_command("training", MULTI_TRAIN, tmp_path, hippocampus_dir,
-                                 "--train#trainer#max_epochs", epochs)
+    cmd, env = _torchrun_command(
+        "training", MULTI_TRAIN, tmp_path, hippocampus_dir, "--train#trainer#max_epochs", epochs
+    )
     state_file = tmp_path / "models_state" / "training_state.pt"
     with open(tmp_path / "killed.log", "w") as log:
-        run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+        run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 300
         while not state_file.exists():
             assert run.poll() is None, (tmp_path / "killed.log").read_text()[-4000:]
@@ -145,8 +182,9 @@ def test_two_processes_killed_mid_run_resume_to_the_end(tmp_path, hippocampus_di
     saved = torch.load(state_file, map_location="cpu", weights_only=True)["trainer"]
     saved_epoch = saved["iteration"] // saved["epoch_length"]
     assert 1 <= saved_epoch < int(epochs)
-    log = _torchrun("training", MULTI_TRAIN, tmp_path, hippocampus_dir, "--train#trainer#max_epochs", epochs,
-                    "--resume", "True")
+    log = _torchrun(
+        "training", MULTI_TRAIN, tmp_path, hippocampus_dir, "--train#trainer#max_epochs", epochs, "--resume", "True"
+    )
     assert f"after epoch {saved_epoch} of {epochs}" in log
     assert log.count(f"Epoch[{epochs}] Metrics -- val_") == 1
     final = torch.load(state_file, map_location="cpu", weights_only=True)["trainer"]
@@ -156,8 +194,14 @@ def test_two_processes_killed_mid_run_resume_to_the_end(tmp_path, hippocampus_di
 def test_overlay_without_torchrun_says_how_to_launch(tmp_path, hippocampus_dir, monkeypatch):
     for name in TORCHRUN_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    workflow = ConfigWorkflow(config_file=MULTI_TRAIN, meta_file=META, workflow_type="train",
-                              bundle_root=str(BUNDLE_ROOT), dataset_dir=str(hippocampus_dir), download=False)
+    workflow = ConfigWorkflow(
+        config_file=MULTI_TRAIN,
+        meta_file=META,
+        workflow_type="train",
+        bundle_root=str(BUNDLE_ROOT),
+        dataset_dir=str(hippocampus_dir),
+        download=False,
+    )
     with pytest.raises(Exception) as err:
         workflow.initialize()
     message = "".join(str(e) for e in exception_chain(err.value))
@@ -166,6 +210,7 @@ def test_overlay_without_torchrun_says_how_to_launch(tmp_path, hippocampus_dir, 
 
 def _free_port() -> int:
     import socket
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -174,12 +219,25 @@ def _free_port() -> int:
 @pytest.mark.parametrize("workflow_type,config", [("train", MULTI_TRAIN), ("eval", MULTI_EVALUATE)])
 def test_overlays_keep_every_bundle_property(workflow_type, config, hippocampus_dir, tmp_path, monkeypatch):
     """A one-process group in this process (what torchrun --nproc_per_node=1 sets up): all property ids resolve."""
-    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                        "MASTER_PORT": str(_free_port())}.items():
+    for name, value in {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+    }.items():
         monkeypatch.setenv(name, value)
-    workflow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type=workflow_type,
-                              bundle_root=str(BUNDLE_ROOT), dataset_dir=str(hippocampus_dir), download=False,
-                              output_dir=str(tmp_path), data_limit=2, **own_ckpt_dir(workflow_type, tmp_path))
+    workflow = ConfigWorkflow(
+        config_file=config,
+        meta_file=META,
+        workflow_type=workflow_type,
+        bundle_root=str(BUNDLE_ROOT),
+        dataset_dir=str(hippocampus_dir),
+        download=False,
+        output_dir=str(tmp_path),
+        data_limit=2,
+        **own_ckpt_dir(workflow_type, tmp_path),
+    )
     try:
         workflow.initialize()
         assert torch.distributed.is_initialized() and torch.distributed.get_world_size() == 1

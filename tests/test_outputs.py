@@ -185,8 +185,9 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 
 
 def _infer(ckpt: Path, dataset_dir, output_dir: Path, run: bool = True):
-    from conftest import BUNDLE_ROOT
     from monai.bundle import ConfigWorkflow
+
+    from conftest import BUNDLE_ROOT
 
     workflow = ConfigWorkflow(
         config_file=str(BUNDLE_ROOT / "configs" / "inference.json"),
@@ -280,6 +281,7 @@ def test_inference_refuses_two_copies_of_one_case_naming_both(tiny_ckpt, hippoca
 @pytest.mark.parametrize("setting", ["ckpt_dir", "tensorboard_dir"])
 def test_training_writing_inside_its_dataset_is_refused_before_any_work(hippocampus_dir, tmp_path, setting):
     from bundle_runs import error_text, training
+
     from conftest import msd_subset_folder
 
     task = msd_subset_folder(tmp_path / "Task", hippocampus_dir, ["hippocampus_001", "hippocampus_019"])
@@ -294,8 +296,9 @@ def test_training_writing_inside_its_dataset_is_refused_before_any_work(hippocam
 @pytest.mark.workflow
 def test_evaluation_into_its_dataset_is_refused(hippocampus_dir, tmp_path, tiny_ckpt):
     from bundle_runs import CONFIGS, META, TINY_NET, error_text
-    from conftest import BUNDLE_ROOT, msd_subset_folder
     from monai.bundle import ConfigWorkflow
+
+    from conftest import BUNDLE_ROOT, msd_subset_folder
 
     task = msd_subset_folder(tmp_path / "Task", hippocampus_dir, ["hippocampus_001", "hippocampus_019"])
     workflow = ConfigWorkflow(

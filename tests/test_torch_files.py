@@ -166,8 +166,9 @@ def test_training_runs_past_a_damaged_state_it_does_not_need_and_resume_names_it
 @pytest.mark.workflow
 def test_evaluation_refuses_a_checkpoint_holding_code_for_safety(hippocampus_dir, tmp_path):
     from bundle_runs import CONFIGS, META, TINY_NET, error_text
-    from conftest import BUNDLE_ROOT
     from monai.bundle import ConfigWorkflow
+
+    from conftest import BUNDLE_ROOT
 
     (tmp_path / "models").mkdir()
     _write(tmp_path, "code").rename(tmp_path / "models" / "model.pt")
