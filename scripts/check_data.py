@@ -18,9 +18,9 @@ import os
 import sys
 from pathlib import Path
 
-from scripts.checks import case_problems
-from scripts.data import image_datalist, read_task
-from scripts.outputs import PredictionNames, check_output_dir
+from .checks import case_problems
+from .data import image_datalist, read_task
+from .outputs import PredictionNames, check_output_dir
 
 
 def _report(title: str, items: list[dict], label_values, in_channels: int, channels_from: str, lines: list[str]) -> int:

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from scripts.distributed import is_main_process, unwrap_network
-from scripts.geometry import GEOMETRY_TOLERANCE_MM, geometry_difference, header_problem, intensity_problem
-from scripts.networks import create_network, get_network_class, list_networks
-from scripts.torch_files import load_torch_file
+from .distributed import is_main_process, unwrap_network
+from .geometry import GEOMETRY_TOLERANCE_MM, geometry_difference, header_problem, intensity_problem
+from .networks import create_network, get_network_class, list_networks
+from .torch_files import load_torch_file
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.checks import check_images, is_whole_number
+from .checks import check_images, is_whole_number
 
 logger = logging.getLogger(__name__)
 

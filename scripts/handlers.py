@@ -14,9 +14,9 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
 
-from scripts.checks import weights_mismatch
-from scripts.distributed import is_main_process, unwrap_network
-from scripts.torch_files import BundleFileError, load_torch_file
+from .checks import weights_mismatch
+from .distributed import is_main_process, unwrap_network
+from .torch_files import BundleFileError, load_torch_file
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from scripts.checks import check_writable_dir
-from scripts.data import image_stem
+from .checks import check_writable_dir
+from .data import image_stem
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.checks import check_writable_dir
-from scripts.distributed import is_main_process
+from .checks import check_writable_dir
+from .distributed import is_main_process
 
 logger = logging.getLogger(__name__)
 
