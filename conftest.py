@@ -62,6 +62,8 @@ WORKFLOW_FIXTURES = {"hippocampus_dir", "trained"}
 def pytest_collection_modifyitems(config, items):
     """A test that reads the shared data (directly or through a trained run) is a workflow test."""
     for item in items:
+        if item.get_closest_marker("monailabel"):  # its own tier, in its own environment (.ci/monailabel)
+            continue
         if WORKFLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.workflow)
 

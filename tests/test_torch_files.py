@@ -145,8 +145,8 @@ def test_the_temporary_state_file_is_this_process_s_own(tmp_path, monkeypatch):
 def test_training_runs_past_a_damaged_state_it_does_not_need_and_resume_names_it(hippocampus_dir, tmp_path, kind):
     from bundle_runs import error_text, training
 
-    (tmp_path / "models").mkdir()
-    state = _foreign(tmp_path / "models", kind)
+    (tmp_path / "models_state").mkdir()  # state_dir: <ckpt_dir>_state
+    state = _foreign(tmp_path / "models_state", kind)
     workflow = training(tmp_path, hippocampus_dir, resume=True)
     workflow.initialize()
     with pytest.raises(Exception) as err:
