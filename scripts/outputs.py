@@ -11,11 +11,12 @@ refuses any of them inside the dataset they read.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +81,32 @@ class PredictionNames:
     :func:`prediction_names` gave its input, and :data:`RECORD_NAME` in ``output_dir`` records which input it was made
     from, before it is written (so a later run knows the file as a prediction it may replace).
 
+    The inputs are listed on first use, not when the formatter is built: MONAI Label builds inference's
+    post-processing (and then drops ``SaveImaged``) in a bundle whose ``dataset_dir`` does not exist.
+
     Args:
-        datalist: the inference inputs (config id ``datalist``: ``{"image": path}`` items).
+        datalist: the inference inputs (``{"image": path}`` items), or a function returning them (config id
+            ``list_inputs``).
         output_dir: the folder predictions are written to (config id ``output_dir``).
     """
 
-    def __init__(self, datalist: Sequence[Mapping[str, str]], output_dir: str | os.PathLike) -> None:
+    def __init__(
+        self,
+        datalist: Sequence[Mapping[str, str]] | Callable[[], Sequence[Mapping[str, str]]],
+        output_dir: str | os.PathLike,
+    ) -> None:
         self.output_dir = Path(output_dir).expanduser().absolute()
-        self.names = prediction_names([str(item["image"]) for item in datalist])
-        self._resolved = {os.path.realpath(path): name for path, name in self.names.items()}
+        self._datalist = datalist
+
+    @functools.cached_property
+    def names(self) -> dict[str, str]:
+        """{input path: prediction file name} for every input."""
+        items = self._datalist() if callable(self._datalist) else self._datalist
+        return prediction_names([str(item["image"]) for item in items])
+
+    @functools.cached_property
+    def _resolved(self) -> dict[str, str]:
+        return {os.path.realpath(path): name for path, name in self.names.items()}
 
     def name_of(self, input_path: str | os.PathLike) -> str:
         """The prediction file name of the input at ``input_path``."""

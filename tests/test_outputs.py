@@ -370,3 +370,20 @@ def test_monai_bundle_run_refuses_the_labels_folder_with_a_message_and_leaves_it
     assert done.returncode != 0
     assert f"config id 'output_dir' is '{task / 'labelsTr'}', which lies inside the dataset '{task}'" in done.stderr
     assert {p.name: os.readlink(p) for p in (task / "labelsTr").iterdir()} == before
+
+
+def test_inference_post_processing_builds_before_any_input_exists(tmp_path):
+    """MONAI Label's BundleInferTask builds inference.json's post-processing (then drops SaveImaged) in a bundle whose
+    dataset_dir does not exist: the prediction names are planned on first use, not when SaveImaged is built."""
+    from monai.bundle import ConfigParser
+
+    from conftest import BUNDLE_ROOT, INFER
+
+    parser = ConfigParser()
+    parser.read_config(INFER)
+    parser["bundle_root"] = str(BUNDLE_ROOT)
+    parser["dataset_dir"] = str(tmp_path / "no_such_folder")
+    post = parser.get_parsed_content("postprocessing", instantiate=True)
+    assert [type(t).__name__ for t in post.transforms][-1] == "SaveImaged"
+    with pytest.raises(FileNotFoundError, match="dataset_dir"):
+        parser.get_parsed_content("prediction_names").names
