@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -42,10 +43,10 @@ def quick_overrides(tmp: Path, data_dir: Path) -> dict:
     }
 
 
-def own_ckpt_dir(workflow_type: str, tmp: Path) -> dict:
-    """A training workflow writes ckpt_dir/model.pt: give it a folder under tmp (evaluation and inference read the
-    shipped model)."""
-    return {"ckpt_dir": str(tmp / "models")} if workflow_type == "train" else {}
+def own_run_dirs(workflow_type: str, tmp: Path) -> dict:
+    """A training workflow writes ckpt_dir/model.pt and TensorBoard logs: give them folders under tmp (evaluation
+    and inference read the shipped model)."""
+    return {"ckpt_dir": str(tmp / "models"), "tensorboard_dir": str(tmp / "runs")} if workflow_type == "train" else {}
 
 
 def exception_chain(exc):
@@ -84,18 +85,28 @@ def hippocampus_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def bundle_models_untouched():
-    """No test may write into the bundle's own models/ folder (a test training with the default ckpt_dir would
-    replace the shipped weights, or leave copies of them there). Checked around each test, so the failure names
-    the test that wrote there (a session-wide check reports it as an error of whichever test ran last)."""
-    folder = BUNDLE_ROOT / "models"
+def bundle_untouched():
+    """No test may write into the repository: not into the bundle's models/ (a test training with the default
+    ckpt_dir would replace the shipped weights, or leave copies of them there), nor a new folder beside it (runs/,
+    eval/, models_state/ from a workflow left at its defaults). Checked around each test, so the failure names the
+    test that wrote there (a session-wide check reports it as an error of whichever test ran last)."""
+    models = BUNDLE_ROOT / "models"
 
     def snapshot():
-        return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+        top = {p.name for p in BUNDLE_ROOT.iterdir() if not p.name.startswith(".") and p.name != "__pycache__"}
+        return top, {p.name: p.stat().st_mtime_ns for p in models.iterdir()}
 
     before = snapshot()
     yield
-    assert snapshot() == before, f"a test wrote into {folder}: give its workflow a ckpt_dir under tmp_path"
+    after = snapshot()
+    created = sorted(after[0] - before[0])
+    for name in created:  # removed, so that the next test that writes there is named too
+        shutil.rmtree(BUNDLE_ROOT / name, ignore_errors=True)
+    assert after[1] == before[1], f"a test wrote into {models}: give its workflow a ckpt_dir under tmp_path"
+    assert not created, (
+        f"a test created {created} in {BUNDLE_ROOT}: give its workflow tensorboard_dir, "
+        "output_dir and ckpt_dir under tmp_path"
+    )
 
 
 def msd_subset_folder(folder: Path, hippocampus_dir: Path, cases: list[str]) -> Path:

@@ -23,7 +23,7 @@ from conftest import (
     TRAIN_ALL_CASES,
     exception_chain,
     msd_subset_folder,
-    own_ckpt_dir,
+    own_run_dirs,
     quick_overrides,
 )
 
@@ -73,7 +73,7 @@ def test_properties_complete(workflow_type, config, hippocampus_dir, tmp_path):
         workflow_type=workflow_type,
         dataset_dir=str(data),
         output_dir=str(tmp_path),
-        **own_ckpt_dir(workflow_type, tmp_path),
+        **own_run_dirs(workflow_type, tmp_path),
     )
     workflow.initialize()
     assert workflow.check_properties() in (None, [])
@@ -92,7 +92,7 @@ def test_precision_trains_mixed_and_reports_full(workflow_type, config, hippocam
         workflow_type=workflow_type,
         dataset_dir=str(data),
         output_dir=str(tmp_path),
-        **own_ckpt_dir(workflow_type, tmp_path),
+        **own_run_dirs(workflow_type, tmp_path),
     )
     workflow.initialize()
     parser = workflow.parser

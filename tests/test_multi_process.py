@@ -14,7 +14,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from conftest import BUNDLE_ROOT, CONFIGS, EVALUATE, META, TINY_NET, TRAIN, exception_chain, own_ckpt_dir
+from conftest import BUNDLE_ROOT, CONFIGS, EVALUATE, META, TINY_NET, TRAIN, exception_chain, own_run_dirs
 from scripts.distributed import TORCHRUN_VARIABLES
 
 MULTI_TRAIN = [TRAIN, str(CONFIGS / "multi_gpu_train.json")]
@@ -236,7 +236,7 @@ def test_overlays_keep_every_bundle_property(workflow_type, config, hippocampus_
         download=False,
         output_dir=str(tmp_path),
         data_limit=2,
-        **own_ckpt_dir(workflow_type, tmp_path),
+        **own_run_dirs(workflow_type, tmp_path),
     )
     try:
         workflow.initialize()

@@ -58,6 +58,7 @@ def test_experiment_overlays_build_on_train(overlay, hippocampus_dir, tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "model.pt").symlink_to(BUNDLE_ROOT / "models" / "model.pt")
     parser["ckpt_dir"] = str(tmp_path / "models")
+    parser["tensorboard_dir"] = str(tmp_path / "runs")
     parser["data_limit"] = 2  # an overlay of the optimiser or schedule builds the data loader: keep it small
     base_ids = ConfigParser(ConfigParser.load_config_files(EVALUATE))
     text = overlay.read_text()
