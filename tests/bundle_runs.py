@@ -4,27 +4,14 @@ from pathlib import Path
 
 from monai.bundle import ConfigWorkflow
 
-from conftest import BUNDLE_ROOT
-
-CONFIGS = BUNDLE_ROOT / "configs"
-META = str(CONFIGS / "metadata.json")
-TINY_NET = {"xunet": {"features": [4, 4, 8, 8, 16, 4]}}
+from conftest import CONFIGS, META, TINY_NET, quick_overrides  # noqa: F401 (CONFIGS, TINY_NET: for the tests)
 
 
 def training(tmp: Path, dataset_dir: Path, **overrides) -> ConfigWorkflow:
     """train.json on 2 + 2 cases of ``dataset_dir`` for 1 epoch, every folder it writes under ``tmp``."""
     settings = {
-        "bundle_root": str(BUNDLE_ROOT),
-        "dataset_dir": str(dataset_dir),
-        "ckpt_dir": str(tmp / "models"),
-        "output_dir": str(tmp / "eval"),
-        "tensorboard_dir": str(tmp / "runs"),
+        **quick_overrides(tmp, dataset_dir),
         "data_limit": 2,
-        "num_workers": 0,
-        "patch_size": [32, 32, 32],
-        "network_options": TINY_NET,
-        "val_interval": 1,
-        "download": False,
         "device": "cpu",
         "train#trainer#max_epochs": 1,
         **overrides,
