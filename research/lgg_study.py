@@ -154,21 +154,20 @@ def run(
         num_folds: number of folds.
         max_epochs: epochs of every run (config id ``train#trainer#max_epochs``).
         leaky: folds of single slices instead of patients (the seed's leaky split), to reproduce its figure.
-        reference: the network the others are compared with.
+        reference: the network the others are compared with (its runs may come from another call).
         overrides: further config overrides for every run, e.g. ``--data_limit 2 --num_workers 0
             --lgg_channels all``.
 
     Returns:
         the comparison table (also written to ``<work_dir>/<split>/summary.md``).
     """
-    if reference not in networks:
-        raise ValueError(f"--reference '{reference}' is none of --networks {list(networks)}: name one of them.")
     study = Path(work_dir) / split_name(leaky)
+    # the recipe, the same for every network: a study's networks may be run by several commands at once
     settings = {
         "num_folds": int(num_folds),
         "train#trainer#max_epochs": int(max_epochs),
         "lgg_split_by": "slice" if leaky else "patient",
-        "network_options": {n: {"features": [int(f) for f in features]} for n in networks},
+        "features": [int(f) for f in features],
         **overrides,
     }
     recorded = study / "settings.json"
@@ -179,7 +178,8 @@ def run(
             "the settings recorded there."
         )
     study.mkdir(parents=True, exist_ok=True)
-    recorded.write_text(json.dumps(settings, indent=2) + "\n")
+    if not recorded.is_file():
+        recorded.write_text(json.dumps(settings, indent=2) + "\n")
     # seeds outermost, networks innermost: a study stopped early still holds both networks of each (fold, seed)
     for seed in seeds:
         for fold in folds:
@@ -196,7 +196,9 @@ def run_one(network: str, fold: int, seed: int, study: Path, dataset_dir: str, s
         print(f"[lgg_study] {run_dir.name}: done before, skipped", flush=True)
         return json.loads(result_file.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    train, evaluate = commands(network, fold, seed, run_dir, dataset_dir, settings)
+    recipe = {key: value for key, value in settings.items() if key != "features"}
+    recipe["network_options"] = {network: {"features": settings["features"]}}
+    train, evaluate = commands(network, fold, seed, run_dir, dataset_dir, recipe)
     trained = run_dir / "trained.json"
     if not trained.is_file():
         print(f"[lgg_study] {run_dir.name}: training", flush=True)
@@ -230,15 +232,21 @@ def compare(
     leaky: bool = False,
     reference: str = "basicunet",
     seed_batch_size: int = 16,
+    folds: Sequence[int] | None = None,
+    out_name: str = "summary",
 ) -> str:
     """The study's tables from its finished runs; writes ``summary.md`` and ``per_patient.csv`` into
     ``<work_dir>/<split>/`` and returns the tables.
 
     Per (network, seed), the folds' per-slice counts are pooled, so each patient's Dice is over all its held-out
-    slices. Seeds are compared only on what both networks finished.
+    slices. Seeds are compared only on what both networks finished. ``folds`` keeps only those folds' runs (e.g. a
+    family screened on fold 0 beside a reference run on every fold); ``out_name`` names the written files
+    (``<out_name>.md``, ``<out_name>_per_patient.csv``; ``summary.md`` and ``per_patient.csv`` by default).
     """
     study = Path(work_dir) / split_name(leaky)
     results = [json.loads(p.read_text()) for p in sorted(study.glob("*/result.json"))]
+    if folds is not None:
+        results = [r for r in results if r["fold"] in {int(f) for f in folds}]
     if not results:
         raise FileNotFoundError(
             f"no finished runs under '{study}': run the study first (python -m research.lgg_study "
@@ -330,8 +338,9 @@ def compare(
             f"{test['wilcoxon_p']:.4f} |"
         )
     table = "\n".join(lines) + "\n"
-    (study / "summary.md").write_text(table)
-    with open(study / "per_patient.csv", "w", newline="") as f:
+    (study / f"{out_name}.md").write_text(table)
+    per_patient_csv = "per_patient.csv" if out_name == "summary" else f"{out_name}_per_patient.csv"
+    with open(study / per_patient_csv, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["network", "seed", "patient", "dice"])
         for (network, seed), dices in sorted(patient_dice.items()):

@@ -49,10 +49,11 @@ def fake_kaggle(folder: Path, patients: int = 7, slices: int = 3, suffix: str = 
     return folder
 
 
-def loading(lgg_channels: str = "flair") -> Compose:
+def loading(lgg_channels: str = "flair", patch_size: tuple[int, int] = (8, 8)) -> Compose:
     parser = ConfigParser()
     parser.read_config([TRAIN, OVERLAY])
     parser["lgg_channels"] = lgg_channels
+    parser["patch_size"] = list(patch_size)
     return parser.get_parsed_content("validate#preprocessing")
 
 
@@ -115,6 +116,11 @@ def test_overlay_reads_tif_and_png_alike(tmp_path):
         rgb = np.asarray(Image.open(a["image"]))
         assert torch.allclose(x["image"][0], torch.as_tensor(rgb[..., 1].T / 255.0, dtype=torch.float32))
     assert loading("all")(png[0])["image"].shape == (3, 8, 8)
+    # a smaller patch_size resamples the slice (area) and its mask (nearest: still 0/1)
+    small = loading("flair", (4, 4))(png[0])
+    assert small["image"].shape == small["label"].shape == (1, 4, 4)
+    assert torch.allclose(small["image"], torch.nn.functional.avg_pool2d(flair(png[0])["image"][None], 2)[0])
+    assert set(small["label"].unique().tolist()) <= {0.0, 1.0}
     assert loading("gray")(png[0])["image"].shape == (1, 8, 8)
     with pytest.raises(RuntimeError) as error:  # monai.bundle wraps the error of the component it builds
         loading("rgb")
