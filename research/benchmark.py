@@ -55,6 +55,33 @@ SETTINGS = {
         "shape": [4, 1, 256, 256],
         "features": list(SEED_FEATURES),
     },
+    "2d128": {
+        "name": "2d128",
+        "description": "2D 128x128, batch 2, seed features",
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 1,
+        "shape": [2, 1, 128, 128],
+        "features": list(SEED_FEATURES),
+    },
+    "lgg": {
+        "name": "lgg",
+        "description": "LGG CPU study: 2D 128x128 slices, batch 16, features (8, 8, 16, 32, 64, 8)",
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 2,
+        "shape": [16, 1, 128, 128],
+        "features": [8, 8, 16, 32, 64, 8],
+    },
+    "lgg256": {
+        "name": "lgg256",
+        "description": "LGG overlay as configured: 2D 256x256 slices, batch 16, features (16, 16, 32, 64, 128, 16)",
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 2,
+        "shape": [16, 1, 256, 256],
+        "features": [16, 16, 32, 64, 128, 16],
+    },
     "3d": {
         "name": "3d",
         "description": "3D 96^3, batch 1, default features",
@@ -66,6 +93,7 @@ SETTINGS = {
     },
 }
 NETWORKS = ("basicunet", "xunet_straightforward", "xunet_fast")
+COMPILED = "_compiled"  # a network name with this suffix is timed through torch.compile (default mode)
 
 
 def _setting(name: str) -> dict:
@@ -82,9 +110,12 @@ def _build(network: str, setting: dict) -> torch.nn.Module:
         out_channels=setting["out_channels"],
         features=tuple(setting["features"]),
     )
-    if network == "basicunet":
+    name = network.removesuffix(COMPILED)
+    if name not in NETWORKS:
+        raise ValueError(f"network '{network}' is none of {list(NETWORKS)} (optionally with '{COMPILED}').")
+    if name == "basicunet":
         return BasicUNet(**args)
-    return XUNet(**args, fast=(network == "xunet_fast"))
+    return XUNet(**args, fast=(name == "xunet_fast"))
 
 
 def _peak_bytes(device: torch.device) -> int:
@@ -111,7 +142,7 @@ def measure(
     cfg = _setting(setting)
     torch.manual_seed(0)
     model = _build(network, cfg).to(dev)
-    net = with_autocast(model, precision)
+    net = with_autocast(torch.compile(model) if network.endswith(COMPILED) else model, precision)
     x = torch.randn(cfg["shape"], device=dev)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
 
@@ -289,7 +320,7 @@ def _format(rows: list[dict], bundle: dict | None, meta: dict) -> str:
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         by = _by_round(rows, setting)
-        for net in NETWORKS:
+        for net in dict.fromkeys(r["network"] for r in rows if r["setting"] == setting):
             if (net, "forward") not in by or (net, "train") not in by:
                 continue
             f, t = by[(net, "forward")], by[(net, "train")]

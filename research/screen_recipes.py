@@ -327,14 +327,20 @@ def main(
     results_dir: str | None = None,
     compare_only: bool = False,
     class_names: list[str] | None = None,
+    only: list[str] | None = None,
     **extra,
 ) -> None:
     """Run the screen and print (and write ``<results_dir>/summary.md``) the comparison table.
 
     ``results_dir`` defaults to ``<work_dir>/results``. With ``compare_only`` nothing is trained: the table is
     made from the per-case CSVs already in ``results_dir`` (``research/results/recipe_screen`` holds a committed screen).
-    Further ``--id value`` options are config overrides for every run (``--num_workers 1``)."""
+    ``only`` names the variants to run (the others' finished results still enter the table), so one screen can be
+    shared out over several commands. Further ``--id value`` options are config overrides for every run
+    (``--num_workers 1``)."""
     variants = load_variants(variants_file)
+    unknown = sorted(set(only or []) - {v.name for v in variants})
+    if unknown:
+        raise ValueError(f"--only names {unknown}, which are not variants in '{variants_file}'.")
     folds = [int(f) for f in folds]
     reference = reference or variants[0].name
     if reference not in {v.name for v in variants}:
@@ -342,9 +348,8 @@ def main(
     results = Path(results_dir) if results_dir else Path(work_dir) / "results"
     jobs = None
     if not compare_only:
-        jobs = run_screen(
-            variants, folds, dataset_dir, work_dir, max_parallel, budget_s, extra, threads_per_job, results
-        )
+        chosen = [v for v in variants if only is None or v.name in only]
+        jobs = run_screen(chosen, folds, dataset_dir, work_dir, max_parallel, budget_s, extra, threads_per_job, results)
     elif not results.is_dir():
         raise FileNotFoundError(
             f"--results_dir '{results}' does not exist: give the folder that holds the "

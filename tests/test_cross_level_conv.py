@@ -12,7 +12,6 @@ from scripts.networks.cross_level_conv import (
     SAME,
     _interleave_add_by_class,
     add_coarse_part_conv,
-    class_kernel_equation,
     coarse_part_conv,
     coarse_part_deconv,
     cross_level_conv,
@@ -49,7 +48,7 @@ def test_coarse_part_equals_upsample_then_conv(dims, factor):
     weight = torch.randn((5, 3) + (3,) * dims, dtype=torch.float64)
     up = F.interpolate(part, scale_factor=factor, mode="nearest")
     expected = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims](up, weight, padding=1)
-    got = add_coarse_part_conv(torch.zeros_like(expected), part, weight, [factor] * dims, class_kernel_equation(dims))
+    got = add_coarse_part_conv(torch.zeros_like(expected), part, weight, [factor] * dims)
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
 
@@ -60,7 +59,7 @@ def test_coarse_part_with_mixed_factors():
     factors = [2, 1, 3]
     up = F.interpolate(part, size=[6, 5, 6], mode="nearest")
     expected = F.conv3d(up, weight, padding=1)
-    got = add_coarse_part_conv(torch.zeros_like(expected), part, weight, factors, class_kernel_equation(3))
+    got = add_coarse_part_conv(torch.zeros_like(expected), part, weight, factors)
     assert torch.allclose(got, expected, atol=1e-12)
 
 
@@ -100,7 +99,7 @@ def test_strided_interleave_equals_per_class_interleave(factors):
     dims = len(factors)
     part = torch.randn((2, 3) + (3, 2, 4)[:dims], dtype=torch.float64)
     weight = torch.randn((4, 3) + (3,) * dims, dtype=torch.float64)
-    classes = coarse_part_conv(part, weight, factors, class_kernel_equation(dims))
+    classes = coarse_part_conv(part, weight, factors)
     base = torch.randn((2, 4) + tuple(n * s for n, s in zip(part.shape[2:], factors)), dtype=torch.float64)
     strided = interleave_add_(base.clone(), classes, factors)
     per_class = _interleave_add_by_class(base.clone(), classes, factors)
@@ -115,10 +114,9 @@ def test_interleaved_add_gradients(factors):
     part = torch.randn((1, 2) + low, dtype=torch.float64, requires_grad=True)
     weight = torch.randn((3, 2) + (3,) * dims, dtype=torch.float64, requires_grad=True)
     base = torch.randn((1, 3) + tuple(n * s for n, s in zip(low, factors)), dtype=torch.float64, requires_grad=True)
-    equation = class_kernel_equation(dims)
 
     def fn(base, part, weight):
-        return add_coarse_part_conv(base * 1.0, part, weight, factors, equation)
+        return add_coarse_part_conv(base * 1.0, part, weight, factors)
 
     assert torch.autograd.gradcheck(fn, (base, part, weight))
 
@@ -144,7 +142,7 @@ def test_cross_level_conv_mixes_finer_same_coarser_and_odd_parts(dims, deconv, m
     bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
     inputs = [target.requires_grad_()] + [p.requires_grad_() for p in parts]
     expected = reference(target, parts, weight, bias)
-    got = cross_level_conv(target, parts, weight, bias, class_kernel_equation(dims))
+    got = cross_level_conv(target, parts, weight, bias)
     assert torch.allclose(got, expected, rtol=1e-10, atol=1e-10)
     # gradients with respect to the weight, the bias and every input map are the same as well
     g = torch.randn_like(expected)
@@ -186,7 +184,7 @@ def test_upsample_folded_into_cross_level_conv(dims, deconv, up_bias, monkeypatc
     weight = torch.randn((5, channels) + (3,) * dims, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
     expected = upsampled_reference(x, up_w, up_b, parts, weight, bias)
-    got = upsample_cross_level_conv(x, up_w, up_b, parts, weight, bias, class_kernel_equation(dims))
+    got = upsample_cross_level_conv(x, up_w, up_b, parts, weight, bias)
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, rtol=1e-10, atol=1e-10)
     leaves = [x, up_w, weight, bias] + inputs + ([up_b] if up_bias else [])
@@ -197,6 +195,24 @@ def test_upsample_folded_into_cross_level_conv(dims, deconv, up_bias, monkeypatc
         assert torch.allclose(got_grad, ref_grad, rtol=1e-10, atol=1e-9)
 
 
+# the compositions written as einsums: the definitions compose_taps and class_kernels are checked against
+DECONV_EINSUM = {1: "oia,xa->iox", 2: "oiab,xa,yb->ioxy", 3: "oiabc,xa,yb,zc->ioxyz"}
+CLASS_EINSUM = {1: "oia,xda->xoid", 2: "oiab,xda,yeb->xyoide", 3: "oiabc,xda,yeb,zfc->xyzoidef"}
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_kernel_compositions_equal_their_einsum_definitions(dims):
+    torch.manual_seed(dims)
+    weight = torch.randn((4, 3) + (3,) * dims, dtype=torch.float64)
+    factors = [2, 4, 16][:dims]
+    deconv_mats = [clc._deconv_axis_matrix(s, weight.dtype, weight.device) for s in factors]
+    expected = torch.einsum(DECONV_EINSUM[dims], [weight] + deconv_mats)
+    assert torch.allclose(clc.compose_taps(weight, deconv_mats, in_channels_first=True), expected, atol=1e-12)
+    class_mats = [clc._axis_classes(s, weight.dtype, weight.device) for s in factors]
+    expected = torch.einsum(CLASS_EINSUM[dims], [weight] + class_mats)
+    assert torch.allclose(clc.class_kernels(weight, factors), expected, atol=1e-12)
+
+
 @pytest.mark.parametrize("dims", [1, 2, 3])
 def test_folded_kernel_and_its_class_regrouping(dims):
     """The folded kernel of a nearest upsampling (identity kernel) is the nearest part's transposed-convolution
@@ -205,11 +221,11 @@ def test_folded_kernel_and_its_class_regrouping(dims):
     weight = torch.randn((4, 3) + (3,) * dims, dtype=torch.float64)
     identity = torch.eye(3, dtype=torch.float64).reshape((3, 3) + (1,) * dims).expand((3, 3) + (2,) * dims)
     deconv_mats = [clc._deconv_axis_matrix(2, weight.dtype, weight.device)] * dims
-    nearest_deconv = torch.einsum(clc._deconv_kernel_equation(dims), [weight] + deconv_mats)
+    nearest_deconv = torch.einsum(DECONV_EINSUM[dims], [weight] + deconv_mats)
     assert torch.allclose(folded_upsample_kernel(weight, identity), nearest_deconv, atol=1e-12)
     class_mats = [clc._axis_classes(2, weight.dtype, weight.device)] * dims
-    nearest_classes = torch.einsum(class_kernel_equation(dims), [weight] + class_mats)
-    assert torch.equal(deconv_to_class_kernels(nearest_deconv), nearest_classes)
+    nearest_classes = torch.einsum(CLASS_EINSUM[dims], [weight] + class_mats)
+    assert torch.allclose(deconv_to_class_kernels(nearest_deconv), nearest_classes, atol=1e-12)
 
 
 def test_upsample_folding_pays_on_large_maps_only():
@@ -228,13 +244,13 @@ def test_upsample_folded_without_a_same_size_part():
     parts = [torch.randn(1, 2, 4, 4, dtype=torch.float64), torch.randn(1, 1, 2, 2, dtype=torch.float64)]
     weight, bias = torch.randn(4, 6, 3, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
     expected = upsampled_reference(x, up_w, up_b, parts, weight, bias)
-    got = upsample_cross_level_conv(x, up_w, up_b, parts, weight, bias, class_kernel_equation(2))
+    got = upsample_cross_level_conv(x, up_w, up_b, parts, weight, bias)
     assert torch.allclose(got, expected, atol=1e-10)
     with pytest.raises(ValueError, match="channels"):
-        upsample_cross_level_conv(x, up_w, up_b, parts, weight[:, :5], bias, class_kernel_equation(2))
+        upsample_cross_level_conv(x, up_w, up_b, parts, weight[:, :5], bias)
 
 
 def test_channel_mismatch_is_reported():
     target = torch.randn(1, 2, 8, 8)
     with pytest.raises(ValueError, match="channels"):
-        cross_level_conv(target, [torch.randn(1, 3, 4, 4)], torch.randn(4, 4, 3, 3), None, class_kernel_equation(2))
+        cross_level_conv(target, [torch.randn(1, 3, 4, 4)], torch.randn(4, 4, 3, 3), None)

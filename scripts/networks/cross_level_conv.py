@@ -49,16 +49,42 @@ FINER = "finer"  # the part is finer than the target: nearest-downsample = strid
 COARSER = "coarser"  # the part is coarser than the target: nearest-upsample, low-resolution class convolutions
 OTHER = "other"  # non-integer or mixed ratio: interpolate, then ordinary convolution
 
-# einsum equations turning a (out, in, 3, ..., 3) kernel into the per-class low-resolution kernels
-# (classes..., out, in, taps...), one (classes, taps, 3) matrix per axis.
-_CLASS_KERNEL_EQ = {1: "oia,xda->xoid", 2: "oiab,xda,yeb->xyoide", 3: "oiabc,xda,yeb,zfc->xyzoidef"}
+
+def compose_taps(weight: Tensor, mats: List[Tensor], in_channels_first: bool = False) -> Tensor:
+    """Apply one tap matrix per axis to a ``(C_out, C_in, 3, ..., 3)`` kernel: entry ``[k_0, k_1, ...]`` of the
+    result is the sum over ``t`` of ``weight[..., t_0, t_1, ...] * prod_d mats[d][k_d, t_d]``.
+
+    Computed as **one** matrix product with the matrices' Kronecker product: the same contraction as an einsum,
+    which runs as several small batched products and copies, a cost paid at every training step.
+
+    Args:
+        weight: ``(C_out, C_in, 3, ..., 3)``.
+        mats: per-axis ``(K_d, 3)`` matrices.
+        in_channels_first: return ``(C_in, C_out, K_0, ...)`` (a transposed convolution's layout) instead of
+            ``(C_out, C_in, K_0, ...)``.
+    """
+    kron = mats[0]
+    for d in range(1, len(mats)):
+        kron = torch.kron(kron, mats[d])
+    c_out = int(weight.shape[0])
+    c_in = int(weight.shape[1])
+    taps = weight.transpose(0, 1) if in_channels_first else weight
+    flat = torch.matmul(taps.reshape(c_out * c_in, int(kron.shape[1])), kron.t())
+    shape = [c_in, c_out] if in_channels_first else [c_out, c_in]
+    return flat.reshape(shape + [int(m.shape[0]) for m in mats])
 
 
-def class_kernel_equation(spatial_dims: int) -> str:
-    """The einsum equation used by :func:`coarse_part_conv` for ``spatial_dims`` dimensions."""
-    if spatial_dims not in _CLASS_KERNEL_EQ:
-        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
-    return _CLASS_KERNEL_EQ[spatial_dims]
+def class_kernels(weight: Tensor, factors: List[int]) -> Tensor:
+    """The ``(classes..., C_out, C_in, taps...)`` low-resolution class kernels (see :func:`_axis_classes`) of a
+    ``(C_out, C_in, 3, ...)`` kernel, for a part nearest-upsampled by ``factors``."""
+    dims = len(factors)
+    per_axis = [_axis_classes(s, weight.dtype, weight.device) for s in factors]
+    composed = compose_taps(weight, [m.reshape(-1, 3) for m in per_axis])
+    shape = [int(weight.shape[0]), int(weight.shape[1])]
+    for m in per_axis:
+        shape += [int(m.shape[0]), int(m.shape[1])]
+    grouped = composed.reshape(shape)  # (C_out, C_in, class_0, tap_0, class_1, tap_1, ...)
+    return grouped.permute([2 + 2 * d for d in range(dims)] + [0, 1] + [3 + 2 * d for d in range(dims)])
 
 
 def conv_nd(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: int) -> Tensor:
@@ -301,7 +327,7 @@ def _interleave_add_autograd(out: Tensor, classes: Tensor, factors: List[int]) -
     return _InterleaveAdd.apply(out, classes, factors)
 
 
-def coarse_part_conv(part: Tensor, weight: Tensor, factors: List[int], equation: str) -> Tensor:
+def coarse_part_conv(part: Tensor, weight: Tensor, factors: List[int]) -> Tensor:
     """The class outputs of ``conv(F.interpolate(part, scale_factor=factors, mode="nearest"), weight, padding=1)``
     at the low resolution; :func:`add_coarse_part_conv` places them at the high resolution.
 
@@ -313,13 +339,11 @@ def coarse_part_conv(part: Tensor, weight: Tensor, factors: List[int], equation:
         part: ``(B, C_in, n_0, ..., n_{d-1})`` low-resolution map.
         weight: ``(C_out, C_in, 3, ..., 3)`` kernel.
         factors: per-axis integer upsampling factors (>= 1).
-        equation: :func:`class_kernel_equation` for ``d`` dimensions.
 
     Returns:
         ``(B, K, C_out, L_0, ..., L_{d-1})``: ``K`` class combinations, ``L = n + 1`` on axes with ``s > 1``.
     """
-    axis_mats = [_axis_classes(s, weight.dtype, weight.device) for s in factors]
-    return _class_conv(part, torch.einsum(equation, [weight] + axis_mats), len(factors))
+    return _class_conv(part, class_kernels(weight, factors), len(factors))
 
 
 def _class_conv(part: Tensor, class_kernels: Tensor, dims: int) -> Tensor:
@@ -345,15 +369,14 @@ def _add_class_conv(out: Tensor, part: Tensor, class_kernels: Tensor, factors: L
     return _interleave_add_autograd(out, classes, factors)
 
 
-def add_coarse_part_conv(out: Tensor, part: Tensor, weight: Tensor, factors: List[int], equation: str) -> Tensor:
+def add_coarse_part_conv(out: Tensor, part: Tensor, weight: Tensor, factors: List[int]) -> Tensor:
     """``out + conv(F.interpolate(part, scale_factor=factors, mode="nearest"), weight, padding=1)``, computed at
     the low resolution (:func:`coarse_part_conv`) and added into ``out`` in place in one pass.
 
     ``out`` must be a tensor this module owns (the output of the fused convolution), ``(B, C_out, *N)`` with
     ``N = n * s``.
     """
-    axis_mats = [_axis_classes(s, weight.dtype, weight.device) for s in factors]
-    return _add_class_conv(out, part, torch.einsum(equation, [weight] + axis_mats), factors)
+    return _add_class_conv(out, part, class_kernels(weight, factors), factors)
 
 
 def _deconv_axis_matrix(factor: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -367,16 +390,6 @@ def _deconv_axis_matrix(factor: int, dtype: torch.dtype, device: torch.device) -
             row.append(1.0 if 0 <= k + t - 2 and k + t - 2 <= factor - 1 else 0.0)
         rows.append(row)
     return torch.tensor(rows, dtype=dtype, device=device)
-
-
-def _deconv_kernel_equation(dims: int) -> str:
-    """einsum turning a ``(out, in, 3, ...)`` kernel and per-axis matrices into an ``(in, out, s + 2, ...)``
-    transposed-convolution kernel."""
-    if dims == 1:
-        return "oia,xa->iox"
-    if dims == 2:
-        return "oiab,xa,yb->ioxy"
-    return "oiabc,xa,yb,zc->ioxyz"
 
 
 def coarse_part_deconv(part: Tensor, weight: Tensor, factors: List[int]) -> Tensor:
@@ -395,10 +408,8 @@ def coarse_part_deconv(part: Tensor, weight: Tensor, factors: List[int]) -> Tens
     Returns:
         ``(B, C_out, n_0 * s_0, ...)``.
     """
-    dims = part.dim() - 2
     mats = [_deconv_axis_matrix(s, weight.dtype, weight.device) for s in factors]
-    kernel = torch.einsum(_deconv_kernel_equation(dims), [weight] + mats)
-    return conv_transpose_nd(part, kernel, factors, 1)
+    return conv_transpose_nd(part, compose_taps(weight, mats, in_channels_first=True), factors, 1)
 
 
 def deconv_max_output() -> int:
@@ -488,7 +499,7 @@ def _sort_parts(
 
 
 def _add_coarse_parts(
-    out: Tensor, inputs: List[Tensor], weights: List[Tensor], factors_list: List[List[int]], equation: str
+    out: Tensor, inputs: List[Tensor], weights: List[Tensor], factors_list: List[List[int]]
 ) -> Tensor:
     """Add each coarser part's convolution into ``out``: one transposed convolution where :func:`prefers_deconv`
     and the output is small, the class convolution and interleave otherwise."""
@@ -496,13 +507,11 @@ def _add_coarse_parts(
         if prefers_deconv(factors) and out.numel() <= deconv_max_output():
             out = out + coarse_part_deconv(part, part_weight, factors)
         else:
-            out = add_coarse_part_conv(out, part, part_weight, factors, equation)
+            out = add_coarse_part_conv(out, part, part_weight, factors)
     return out
 
 
-def cross_level_conv(
-    target: Tensor, parts: List[Tensor], weight: Tensor, bias: Optional[Tensor], equation: str
-) -> Tensor:
+def cross_level_conv(target: Tensor, parts: List[Tensor], weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     """``conv(cat([target] + [F.interpolate(p, size=target.shape[2:], mode="nearest") for p in parts]),
     weight, bias, padding=1)`` computed without building the resized maps or the concatenation.
 
@@ -511,7 +520,6 @@ def cross_level_conv(
         parts: maps of any spatial size, channels following ``target``'s in ``weight`` in list order.
         weight: ``(C_out, C_t + sum(C_p), 3, ..., 3)`` kernel of the fused convolution.
         bias: ``(C_out,)`` or None.
-        equation: :func:`class_kernel_equation` for the number of spatial dimensions.
 
     Returns:
         ``(B, C_out, N_0, ...)``.
@@ -525,7 +533,7 @@ def cross_level_conv(
     same_inputs = [target] + same_inputs
     same_weights = [weight.narrow(1, 0, target.shape[1])] + same_weights
     out = conv_nd(_cat_channels(same_inputs), _cat_channels(same_weights), bias, 1)
-    return _add_coarse_parts(out, coarse_inputs, coarse_weights, coarse_factors, equation)
+    return _add_coarse_parts(out, coarse_inputs, coarse_weights, coarse_factors)
 
 
 # --- folding the decoder's upsampling transposed convolution into the cross-level convolution ------------------
@@ -617,13 +625,7 @@ def upsample_folding_pays(x: Tensor, up_weight: Tensor, weight: Tensor) -> bool:
 
 
 def upsample_cross_level_conv(
-    x: Tensor,
-    up_weight: Tensor,
-    up_bias: Optional[Tensor],
-    parts: List[Tensor],
-    weight: Tensor,
-    bias: Optional[Tensor],
-    equation: str,
+    x: Tensor, up_weight: Tensor, up_bias: Optional[Tensor], parts: List[Tensor], weight: Tensor, bias: Optional[Tensor]
 ) -> Tensor:
     """``cross_level_conv(conv_transpose(x, up_weight, up_bias, stride=2), parts, weight, bias)`` without computing
     the upsampled map: the upsampling kernel is folded into the convolution's kernel (see the note above), and
@@ -637,7 +639,6 @@ def upsample_cross_level_conv(
         parts: maps of any spatial size, channels following the ``C_up`` upsampled ones in ``weight``.
         weight: ``(C_out, C_up + sum(C_p), 3, ..., 3)`` kernel of the fused convolution.
         bias: ``(C_out,)`` or None.
-        equation: :func:`class_kernel_equation` for the number of spatial dimensions.
 
     Returns:
         ``(B, C_out, 2 n_0, ...)``.
@@ -663,9 +664,9 @@ def upsample_cross_level_conv(
             out = out + bias.reshape([1, int(bias.shape[0])] + [1] * dims)
     # one (C_x [+ 1] + parts, C_out, 4, ...) transposed-convolution kernel for everything at x's resolution
     kernels = [folded_upsample_kernel(weight.narrow(1, 0, c_up), up_kernel)]
-    nearest_mats = [_deconv_axis_matrix(2, weight.dtype, weight.device) for _ in range(dims)]
-    for part_weight in low_weights:
-        kernels.append(torch.einsum(_deconv_kernel_equation(dims), [part_weight] + nearest_mats))
+    if len(low_weights) > 0:  # the nearest parts' kernels, composed in one product
+        nearest_mats = [_deconv_axis_matrix(2, weight.dtype, weight.device) for _ in range(dims)]
+        kernels.append(compose_taps(_cat_channels(low_weights), nearest_mats, in_channels_first=True))
     kernel = torch.cat(kernels, 0) if len(kernels) > 1 else kernels[0]
     low_input = _cat_channels(low_inputs)
     twos = [2] * dims
@@ -673,4 +674,4 @@ def upsample_cross_level_conv(
         out = out + conv_transpose_nd(low_input, kernel, twos, 1)
     else:  # 2 ** dims position classes at the low resolution, interleaved into ``out`` in one pass
         out = _add_class_conv(out, low_input, deconv_to_class_kernels(kernel), twos)
-    return _add_coarse_parts(out, coarse_inputs, coarse_weights, coarse_factors, equation)
+    return _add_coarse_parts(out, coarse_inputs, coarse_weights, coarse_factors)

@@ -21,7 +21,7 @@ from monai.networks.layers.factories import Conv
 from monai.networks.nets.basic_unet import Down, TwoConv
 from monai.utils import ensure_tuple_rep
 
-from .cross_level_conv import class_kernel_equation, cross_level_conv, upsample_cross_level_conv, upsample_folding_pays
+from .cross_level_conv import cross_level_conv, upsample_cross_level_conv, upsample_folding_pays
 from .registry import register_network
 
 __all__ = ["UpCatAll", "XUNet", "CrossBasicUNet", "pad_to_multiple", "crop_to"]
@@ -110,7 +110,6 @@ class UpCatAll(nn.Module):
         )
         self.build_fusion(spatial_dims, up_chns + sum(skip_chns), out_chns, act, norm, bias, dropout)
         self.fast = fast
-        self.equation = class_kernel_equation(spatial_dims)
 
     def build_fusion(
         self,
@@ -144,10 +143,10 @@ class UpCatAll(nn.Module):
             if fold:  # ``up`` is never computed
                 deconv = self.upsample.deconv
                 fused = upsample_cross_level_conv(
-                    x, deconv.weight, deconv.bias, skips, first.conv.weight, first.conv.bias, self.equation
+                    x, deconv.weight, deconv.bias, skips, first.conv.weight, first.conv.bias
                 )
             else:
-                fused = cross_level_conv(self.upsample(x), skips, first.conv.weight, first.conv.bias, self.equation)
+                fused = cross_level_conv(self.upsample(x), skips, first.conv.weight, first.conv.bias)
             return self.convs.conv_1(first.adn(fused))
         up = self.upsample(x)
         size = up.shape[2:]

@@ -104,7 +104,7 @@ class UpCatAllSE(UpCatAll):
                 scaled.append(_scale(s, weights.narrow(1, offset, channels)))
                 offset += channels
             first = self.convs.conv_0
-            fused = cross_level_conv(scaled_up, scaled, first.conv.weight, first.conv.bias, self.equation)
+            fused = cross_level_conv(scaled_up, scaled, first.conv.weight, first.conv.bias)
             return self.convs.conv_1(first.adn(fused))
         resized = [F.interpolate(s, size=size, mode="nearest") for s in skips]
         cat = torch.cat([up] + resized, dim=1)
