@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CPU-sized studies of issue #23, in the background on 2 cores (about 2 hours): XUNet against BasicUNet on the
-# LGG slices (2 folds of patients x 3 seeds, then the seed's leaky slice split), the family on LGG (fold 0, 2 seeds)
+# LGG slices (2 folds of patients x 3 seeds, then the seed's leaky slice split, 2 seeds), the family on LGG (fold 0,
+# 2 seeds)
 # and on the hippocampus (fold 0, 2 seeds). Sizes are chosen for 2 CPU cores; the full-size commands are in
 # research/README.md. Usage: bash research/cpu_study.sh <kaggle_3m folder> <MSD Task04 folder> <work dir>
 set -euo pipefail
@@ -14,7 +15,7 @@ family="['unet','unetpp','attentionunet','r2unet','r2attunet','resunet','xunet_a
 hippocampus() {  # the family on the hippocampus, fold 0, one seed's variants (research/configs/screens/family_cpu.json)
     $python -m research.screen_recipes research/configs/screens/family_cpu.json --folds "[0]" --dataset_dir "$msd" \
         --work_dir "$work/hippocampus" --results_dir "$work/hippocampus/results" --max_parallel 1 --budget_s 14400 \
-        --data_limit 40 --train#trainer#max_epochs 8 --num_workers 0 --class_names "['anterior','posterior']" \
+        --data_limit 32 --train#trainer#max_epochs 6 --num_workers 0 --class_names "['anterior','posterior']" \
         --only "$1"
 }
 seed0="['basicunet_s0','xunet_s0','unet_s0','unetpp_s0','attentionunet_s0','r2unet_s0','r2attunet_s0','resunet_s0',"
@@ -23,7 +24,7 @@ mkdir -p "$work"
 (
     $python -m research.lgg_study run --dataset_dir "$lgg" --work_dir "$work/lgg" --folds "[0,1]" \
         --seeds "[0,1,2]" "${lgg_budget[@]}"
-    $python -m research.lgg_study run --dataset_dir "$lgg" --work_dir "$work/lgg" --folds "[0]" --seeds "[0,1,2]" \
+    $python -m research.lgg_study run --dataset_dir "$lgg" --work_dir "$work/lgg" --folds "[0]" --seeds "[0,1]" \
         --leaky True "${lgg_budget[@]}"
     hippocampus "$seed0"
 ) > "$work/stream_a.log" 2>&1 &

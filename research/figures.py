@@ -30,7 +30,7 @@ from research.screen_recipes import load_variants
 
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 LGG_RESULTS = "lgg_cpu"
-HIPPOCAMPUS_RESULTS = "family_hippocampus_cpu"
+HIPPOCAMPUS_RESULTS = "family_cpu"
 FIGURES = "figures"
 HIPPOCAMPUS_SCREEN = "research/configs/screens/family_cpu.json"
 # the order networks are drawn in: the reference, XUNet, then the rest of the family
@@ -83,7 +83,7 @@ def collect(study_dir: str = "/tmp/cpu_study", out_dir: str = "research/results"
 
     * ``lgg_cpu/{patient_split,slice_split}/``: per run ``result.json`` and ``eval/lgg_slices.csv`` (pixel counts per
       slice), which ``python -m research.lgg_study compare --work_dir research/results/lgg_cpu`` pools again;
-    * ``family_hippocampus_cpu/``: the screen's per-case CSVs;
+    * ``family_cpu/``: the screen's per-case CSVs;
     * ``curves.csv``: every run's training loss and Dice per epoch (from its tensorboard log).
     """
     study, out = Path(study_dir), Path(out_dir)

@@ -57,7 +57,7 @@ def test_collect_copies_results_and_curves_but_no_weights(tmp_path):
     copied = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert copied == [
         "curves.csv",
-        "family_hippocampus_cpu/xunet_s1_f0.csv",
+        "family_cpu/xunet_s1_f0.csv",
         "lgg_cpu/patient_split/basicunet_f0_s0/eval/lgg_slices.csv",
         "lgg_cpu/patient_split/basicunet_f0_s0/result.json",
         "lgg_cpu/patient_split/settings.json",
@@ -88,7 +88,7 @@ def test_bars_average_seeds_and_curves_are_drawn(tmp_path):
         "xunet": {0: pytest.approx(0.6), 1: pytest.approx(0.8)},
         "basicunet": {0: pytest.approx(0.4), 1: pytest.approx(0.6)},
     }
-    hippocampus = tmp_path / "family_hippocampus_cpu"
+    hippocampus = tmp_path / "family_cpu"
     hippocampus.mkdir()
     for name, value in (("unet_s0_f0", 0.7), ("unet_s1_f0", 0.8), ("unet_s0_f1", 0.1)):
         (hippocampus / f"{name}.csv").write_text(f"filename,class0,class1,mean\nc.nii.gz,{value},{value},{value}\n")

@@ -257,3 +257,18 @@ def test_a_screen_reference_reuses_the_committed_run_byte_for_byte(reused):
     runs), not a second run: the same bytes."""
     docs = BUNDLE_ROOT / "research" / "results"
     assert (docs / reused).read_bytes() == (docs / REUSED_RESULTS[reused]).read_bytes()
+
+
+def test_only_runs_the_named_variants_and_the_table_keeps_every_variant(tmp_path, monkeypatch):
+    """A screen shared out over several commands: each runs its variants; the table lists them all."""
+    monkeypatch.setattr(screen_recipes, "commands", fake_commands(WRITE_CSV))
+    variants_file = tmp_path / "screen.json"
+    variants_file.write_text(json.dumps([{"name": "good"}, {"name": "other"}]))
+    work = tmp_path / "work"
+    screen_recipes.main(str(variants_file), folds=[0], work_dir=str(work), budget_s=30, only=["other"])
+    assert sorted(p.name for p in (work / "results").glob("*.csv")) == ["other_f0.csv"]
+    screen_recipes.main(str(variants_file), folds=[0], work_dir=str(work), budget_s=30, only=["good"])
+    table = (work / "results" / "summary.md").read_text()
+    assert "| good | 0 | 1 |" in table and "| other | 0 | 1 |" in table
+    with pytest.raises(ValueError, match=r"--only names \['bad'\]"):
+        screen_recipes.main(str(variants_file), folds=[0], work_dir=str(work), only=["bad"])
