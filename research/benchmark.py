@@ -5,6 +5,7 @@
     python -m research.benchmark macs                      # multiply-adds per pass, research/results/benchmarks_macs.{md,json}
     python -m research.benchmark bundle --rounds 3         # the bundle's epoch and inference, XUNet vs BasicUNet,
                                                           # research/results/benchmarks_bundle_epoch.{md,json}
+    python -m research.benchmark stages                    # milliseconds per decoder stage, where XUNet's cost sits
 
 Each measurement runs in a fresh child process (so peak memory is its own): a warm-up pass, then
 ``repeats`` timed passes; the median is reported. Peak memory is the CUDA allocator's peak on a GPU and, on
@@ -514,6 +515,101 @@ def profile(network="xunet_fast", setting: str = "3d", rows: int = 15, out: str 
         Path(out).write_text(f"# Operator profiles\n\nProduced by `{command}`.\n\n```\n{text}```\n")
 
 
+def _stage_inputs(net: torch.nn.Module, x: torch.Tensor, xunet: bool) -> list[tuple[str, torch.Tensor, list]]:
+    """``(stage name, stage input, skips)`` of each decoder stage, from one pass of the encoder and decoder."""
+    with torch.no_grad():
+        levels = [net.conv_0(x)]
+        for down in (net.down_1, net.down_2, net.down_3, net.down_4):
+            levels.append(down(levels[-1]))
+        stages, current = [], levels[4]
+        for k, name in zip((3, 2, 1, 0), ("upcat_4", "upcat_3", "upcat_2", "upcat_1")):
+            skips = list(levels) if xunet else [levels[k]]
+            stages.append((name, current, skips))
+            current = getattr(net, name)(current, skips if xunet else skips[0])
+    return stages
+
+
+def _time_ms(step, repeats: int) -> float:
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def stages(settings=("bundle", "lgg"), repeats: int = 5, rounds: int = 3, out: str | None = None) -> str:
+    """Milliseconds of each decoder stage, forward (no gradients) and forward+backward, of BasicUNet and of XUNet's
+    fast and straightforward paths: where XUNet's extra cost sits. The encoders are the same modules. Networks
+    take turns within each round; the median over rounds is reported."""
+    lines = [
+        "# Decoder stages: BasicUNet against XUNet",
+        "",
+        f"Produced by `python -m research.benchmark stages {' '.join(sys.argv[2:])}` ({torch.get_num_threads()} "
+        f"threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}). Per stage: output shape, milliseconds "
+        f"forward without gradients / forward+backward (median of {repeats} passes, median over {rounds} rounds).",
+        "",
+    ]
+    for setting in settings:
+        cfg = _setting(setting)
+        x = torch.randn(cfg["shape"])
+        torch.manual_seed(0)
+        nets = {name: _build(name, cfg) for name in ("basicunet", "xunet_fast", "xunet_straightforward")}
+        inputs = {name: _stage_inputs(net, x, name != "basicunet") for name, net in nets.items()}
+        times: dict = {}
+        for _ in range(rounds):
+            for name, net in nets.items():
+                for stage, current, skips in inputs[name]:
+                    module = getattr(net, stage)
+                    leaf = current.detach().requires_grad_()
+                    arg = skips if name != "basicunet" else skips[0]
+
+                    def forward(module=module, leaf=leaf, arg=arg):
+                        with torch.no_grad():
+                            module(leaf, arg)
+
+                    def train(module=module, leaf=leaf, arg=arg):
+                        module(leaf, arg).sum().backward()
+
+                    entry = times.setdefault((name, stage), {"forward": [], "train": []})
+                    entry["forward"].append(_time_ms(forward, repeats))
+                    entry["train"].append(_time_ms(train, repeats))
+        lines += [
+            f"## {cfg['description']}: input {cfg['shape']}, features {list(cfg['features'])}",
+            "",
+            "| stage | output | BasicUNet | XUNet fast | x BasicUNet | XUNet straightforward |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        totals = {name: [0.0, 0.0] for name in nets}
+        for stage, current, skips in inputs["basicunet"]:
+            with torch.no_grad():
+                shape = list(getattr(nets["basicunet"], stage)(current, skips[0]).shape)
+            cells = []
+            for name in nets:
+                f = statistics.median(times[(name, stage)]["forward"])
+                t = statistics.median(times[(name, stage)]["train"])
+                totals[name][0] += f
+                totals[name][1] += t
+                cells.append((f, t))
+            base, fast, slow = cells
+            lines.append(
+                f"| {stage} | {shape} | {base[0]:.1f} / {base[1]:.1f} | {fast[0]:.1f} / {fast[1]:.1f} | "
+                f"{fast[0] / base[0]:.2f} / {fast[1] / base[1]:.2f} | {slow[0]:.1f} / {slow[1]:.1f} |"
+            )
+        base, fast, slow = (totals[name] for name in nets)
+        lines += [
+            f"| decoder | | {base[0]:.1f} / {base[1]:.1f} | {fast[0]:.1f} / {fast[1]:.1f} | "
+            f"{fast[0] / base[0]:.2f} / {fast[1] / base[1]:.2f} | {slow[0]:.1f} / {slow[1]:.1f} |",
+            "",
+        ]
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(BUNDLE_ROOT / out).write_text(text + "\n")
+    return text
+
+
 def bundle(
     dataset_dir: str | None = None,
     rounds: int = 3,
@@ -575,5 +671,6 @@ if __name__ == "__main__":
             "macs": macs,
             "measure": lambda *a, **k: print(json.dumps(measure(*a, **k))),
             "bundle": bundle,
+            "stages": stages,
         }
     )
