@@ -14,7 +14,7 @@ family="['unet','unetpp','attentionunet','r2unet','r2attunet','resunet','xunet_a
 hippocampus() {  # the family on the hippocampus, fold 0, one seed's variants (research/configs/screens/family_cpu.json)
     $python -m research.screen_recipes research/configs/screens/family_cpu.json --folds "[0]" --dataset_dir "$msd" \
         --work_dir "$work/hippocampus" --results_dir "$work/hippocampus/results" --max_parallel 1 --budget_s 14400 \
-        --data_limit 32 --train#trainer#max_epochs 6 --num_workers 0 --class_names "['anterior','posterior']" \
+        --data_limit 24 --train#trainer#max_epochs 5 --num_workers 0 --class_names "['anterior','posterior']" \
         --only "$1"
 }
 seed0="['basicunet_s0','xunet_s0','unet_s0','unetpp_s0','attentionunet_s0','r2unet_s0','r2attunet_s0','resunet_s0',"

@@ -207,27 +207,32 @@ def plot(results_dir: str = "research/results") -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     lgg = results / LGG_RESULTS / "patient_split"
-    for name, title in (
-        ("per_patient.csv", "LGG FLAIR, 2 folds of patients, 3 seeds: mean per-patient Dice"),
-        ("family_per_patient.csv", "LGG FLAIR family, fold 0 of 2 (19 patients), 2 seeds: mean per-patient Dice"),
-    ):
+    for name, what in (("per_patient.csv", "XUNet against BasicUNet"), ("family_per_patient.csv", "the family")):
         if (lgg / name).is_file():
+            with open(lgg / name) as f:
+                patients = len({row["patient"] for row in csv.DictReader(f)})
+            means = lgg_seed_means(lgg / name)
+            seeds = max(len(v) for v in means.values())
+            title = f"LGG FLAIR, {what}: mean per-patient Dice over {patients} held-out patients, {seeds} seeds"
             path = out / f"lgg_{name.replace('per_patient.csv', 'dice').strip('_')}.png"
-            _bars(lgg_seed_means(lgg / name), title, "per-patient Dice", path)
+            _bars(means, title, "per-patient Dice", path)
             written.append(str(path))
     hippocampus = results / HIPPOCAMPUS_RESULTS
     if hippocampus.is_dir():
+        cases = len(read_per_case(next(hippocampus.glob("*_s*_f0.csv")))[1])
+        means = hippocampus_seed_means(hippocampus)
+        seeds = max(len(v) for v in means.values())
         path = out / "hippocampus_family_dice.png"
-        title = "Hippocampus family, fold 0 (40 cases), 2 seeds: mean Dice (anterior, posterior)"
-        _bars(hippocampus_seed_means(hippocampus), title, "mean Dice per case", path)
+        title = f"Hippocampus, the family: mean Dice (anterior, posterior) over {cases} held-out cases, {seeds} seeds"
+        _bars(means, title, "mean Dice per case", path)
         written.append(str(path))
     curves = results / "curves.csv"
     if curves.is_file():
         with open(curves) as f:
             rows = list(csv.DictReader(f))
         for dataset, title in (
-            ("lgg", "LGG FLAIR (2 folds x 3 seeds for XUNet and BasicUNet; fold 0 x 2 seeds for the rest)"),
-            ("hippocampus", "Hippocampus, fold 0, 2 seeds"),
+            ("lgg", "LGG FLAIR: every run (mean, shaded: SD over runs)"),
+            ("hippocampus", "Hippocampus: every run (mean, shaded: SD over runs)"),
         ):
             networks = {r["network"] for r in rows if r["dataset"] == dataset}
             if networks:

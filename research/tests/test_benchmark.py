@@ -81,3 +81,30 @@ def test_the_bundle_epoch_benchmark_pairs_xunet_with_basicunet_in_each_round(tmp
     for timings in rounds:
         assert set(timings) >= {"BasicUNet float32", "XUNet fast float32"}
         assert all(t["epoch_s"] > 0 and t["volumes"] == 1 and t["train_cases"] == 4 for t in timings.values())
+
+
+TINY = {
+    "name": "tiny",
+    "description": "tiny 2D",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 2,
+    "shape": [1, 1, 32, 32],
+    "features": [4, 4, 8, 8, 16, 4],
+}
+
+
+def test_stages_times_every_decoder_stage_of_each_network(monkeypatch, tmp_path):
+    monkeypatch.setitem(benchmark.SETTINGS, "tiny", TINY)
+    monkeypatch.setattr(benchmark, "BUNDLE_ROOT", tmp_path)
+    text = benchmark.stages(settings=("tiny",), repeats=1, rounds=1, out="stages.md")
+    rows = [line for line in text.splitlines() if line.startswith("| upcat") or line.startswith("| decoder")]
+    assert [row.split(" | ")[0] for row in rows] == ["| upcat_4", "| upcat_3", "| upcat_2", "| upcat_1", "| decoder"]
+    assert "[1, 4, 32, 32]" in rows[3]  # upcat_1 outputs features[5] channels at the input size
+    assert (tmp_path / "stages.md").read_text() == text + "\n"
+
+
+def test_a_compiled_network_is_named_by_its_suffix_and_unknown_names_are_refused():
+    assert type(benchmark._build("xunet_fast" + benchmark.COMPILED, TINY)).__name__ == "XUNet"
+    with pytest.raises(ValueError, match="'xunet_fats' is none of"):
+        benchmark._build("xunet_fats", TINY)
