@@ -233,20 +233,23 @@ def compare(
     reference: str = "basicunet",
     seed_batch_size: int = 16,
     folds: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None,
     out_name: str = "summary",
 ) -> str:
     """The study's tables from its finished runs; writes ``summary.md`` and ``per_patient.csv`` into
     ``<work_dir>/<split>/`` and returns the tables.
 
     Per (network, seed), the folds' per-slice counts are pooled, so each patient's Dice is over all its held-out
-    slices. Seeds are compared only on what both networks finished. ``folds`` keeps only those folds' runs (e.g. a
-    family screened on fold 0 beside a reference run on every fold); ``out_name`` names the written files
+    slices. Seeds are compared only on what both networks finished. ``folds`` and ``seeds`` keep only those runs (e.g. a
+    family screened on fold 0 with 2 seeds beside a reference run on every fold with 3); ``out_name`` names the written files
     (``<out_name>.md``, ``<out_name>_per_patient.csv``; ``summary.md`` and ``per_patient.csv`` by default).
     """
     study = Path(work_dir) / split_name(leaky)
     results = [json.loads(p.read_text()) for p in sorted(study.glob("*/result.json"))]
     if folds is not None:
         results = [r for r in results if r["fold"] in {int(f) for f in folds}]
+    if seeds is not None:
+        results = [r for r in results if r["seed"] in {int(s) for s in seeds}]
     if not results:
         raise FileNotFoundError(
             f"no finished runs under '{study}': run the study first (python -m research.lgg_study "

@@ -212,6 +212,22 @@ def test_study_resumes_without_training_again(tmp_path, monkeypatch):
         lgg_study.run(**{**arguments, "max_epochs": 2})
 
 
+def test_a_family_run_by_another_command_joins_the_study_and_compares_on_its_folds_and_seeds(tmp_path, monkeypatch):
+    """Networks of one recipe may be run by separate commands into one study; compare then selects the runs of
+    given folds and seeds, so a family screened on fold 0 meets the reference's fold-0 runs of the same seeds."""
+    monkeypatch.setattr(lgg_study, "_call", fake_call([]))
+    arguments = {"dataset_dir": "/data", "work_dir": str(tmp_path), "max_epochs": 1}
+    lgg_study.run(**arguments, networks=["xunet", "basicunet"], folds=[0, 1], seeds=[0, 1, 2])
+    lgg_study.run(**arguments, networks=["unet"], folds=[0], seeds=[0, 1])
+    table = lgg_study.compare(str(tmp_path), folds=[0], seeds=[0, 1], out_name="family")
+    assert "| basicunet | 0,1 | 2 | 2 |" in table and "| xunet | 0,1 | 2 | 2 |" in table
+    assert "| unet | 0,1 | 2 | 2 |" in table
+    assert (tmp_path / "patient_split" / "family.md").read_text() == table
+    assert (tmp_path / "patient_split" / "family_per_patient.csv").is_file()
+    every_run = lgg_study.compare(str(tmp_path))
+    assert "| xunet | 0,1,2 | 6 | 4 |" in every_run and "| unet | 0,1 | 2 | 2 |" in every_run
+
+
 def test_study_commands_are_the_bundle_s_with_the_overlay(tmp_path):
     train, evaluate = lgg_study.commands("basicunet", 2, 1, tmp_path, "/data", {"lgg_split_by": "slice"})
     assert train[3:5] == ["run", "training"] and evaluate[3:5] == ["run", "evaluating"]
