@@ -18,6 +18,7 @@ import csv
 import json
 import shutil
 import statistics
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def _bars(means: dict[str, dict[int, float]], title: str, ylabel: str, path: Pat
     ax.set_ylim(max(0.0, low - 0.1), min(1.0, max(max(v.values()) for v in means.values()) + 0.05))
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(textwrap.fill(title, 60), fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -207,11 +208,14 @@ def plot(results_dir: str = "research/results") -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     lgg = results / LGG_RESULTS / "patient_split"
-    for name, what in (("per_patient.csv", "XUNet against BasicUNet"), ("family_per_patient.csv", "the family")):
+    for name, what, only in (
+        ("per_patient.csv", "XUNet against BasicUNet", ("xunet", "basicunet")),
+        ("family_per_patient.csv", "the family", None),
+    ):
         if (lgg / name).is_file():
             with open(lgg / name) as f:
                 patients = len({row["patient"] for row in csv.DictReader(f)})
-            means = lgg_seed_means(lgg / name)
+            means = {n: v for n, v in lgg_seed_means(lgg / name).items() if only is None or n in only}
             seeds = max(len(v) for v in means.values())
             title = f"LGG FLAIR, {what}: mean per-patient Dice over {patients} held-out patients, {seeds} seeds"
             path = out / f"lgg_{name.replace('per_patient.csv', 'dice').strip('_')}.png"
@@ -239,8 +243,7 @@ def plot(results_dir: str = "research/results") -> list[str]:
                 path = out / f"{dataset}_training_curves.png"
                 _curves(rows, dataset, networks, path, title)
                 written.append(str(path))
-    print("\n".join(written))
-    return written
+    return written  # the command line prints it
 
 
 def _load_network(parser, run_dir: Path) -> torch.nn.Module:
@@ -389,8 +392,7 @@ def overlays(
     path = out / "hippocampus_overlays.png"
     _overlay_figure(panels, names, [1, 2], path, f"Hippocampus, held-out volumes (fold 0), seed {seed}")
     written.append(str(path))
-    print("\n".join(written))
-    return written
+    return written  # the command line prints it
 
 
 if __name__ == "__main__":
