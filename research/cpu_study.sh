@@ -27,10 +27,13 @@ mkdir -p "$work"
         --leaky True "${lgg_budget[@]}"
     hippocampus "$seed0"
 ) > "$work/stream_a.log" 2>&1 &
+stream_a=$!
 (
     $python -m research.lgg_study run --dataset_dir "$lgg" --work_dir "$work/lgg" --networks "$family" --folds "[0]" \
         --seeds "[0,1]" "${lgg_budget[@]}"
     hippocampus "${seed0//_s0/_s1}"
 ) > "$work/stream_b.log" 2>&1 &
-wait
+stream_b=$!
+wait $stream_a
+wait $stream_b
 echo "done" >> "$work/stream_a.log"

@@ -101,6 +101,7 @@ def collect(study_dir: str = "/tmp/cpu_study", out_dir: str = "research/results"
             curves += _curve_rows(dataset, r["network"], r["seed"], r["fold"], run / "runs")
         settings = study / "lgg" / split / "settings.json"
         if settings.is_file():
+            (out / LGG_RESULTS / split).mkdir(parents=True, exist_ok=True)
             shutil.copy(settings, out / LGG_RESULTS / split / "settings.json")
     hippocampus = study / "hippocampus"
     results = hippocampus / "results"
@@ -112,6 +113,7 @@ def collect(study_dir: str = "/tmp/cpu_study", out_dir: str = "research/results"
             variant, fold = per_case.stem.rsplit("_f", 1)
             network, seed = variant.rsplit("_s", 1)
             curves += _curve_rows("hippocampus", network, int(seed), int(fold), hippocampus / per_case.stem / "runs")
+    out.mkdir(parents=True, exist_ok=True)
     with open(out / "curves.csv", "w", newline="") as f:
         csv.writer(f).writerows(curves)
 
@@ -216,14 +218,17 @@ def plot(results_dir: str = "research/results") -> list[str]:
             with open(lgg / name) as f:
                 patients = len({row["patient"] for row in csv.DictReader(f)})
             means = {n: v for n, v in lgg_seed_means(lgg / name).items() if only is None or n in only}
+            if not means:
+                continue
             seeds = max(len(v) for v in means.values())
             title = f"LGG FLAIR, {what}: mean per-patient Dice over {patients} held-out patients, {seeds} seeds"
             path = out / f"lgg_{name.replace('per_patient.csv', 'dice').strip('_')}.png"
             _bars(means, title, "per-patient Dice", path)
             written.append(str(path))
     hippocampus = results / HIPPOCAMPUS_RESULTS
-    if hippocampus.is_dir():
-        cases = len(read_per_case(next(hippocampus.glob("*_s*_f0.csv")))[1])
+    fold_0 = sorted(hippocampus.glob("*_s*_f0.csv")) if hippocampus.is_dir() else []
+    if fold_0:
+        cases = len(read_per_case(fold_0[0])[1])
         means = hippocampus_seed_means(hippocampus)
         seeds = max(len(v) for v in means.values())
         path = out / "hippocampus_family_dice.png"

@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -179,13 +180,20 @@ def run(
         )
     study.mkdir(parents=True, exist_ok=True)
     if not recorded.is_file():
-        recorded.write_text(json.dumps(settings, indent=2) + "\n")
+        _write_atomically(recorded, json.dumps(settings, indent=2) + "\n")
     # seeds outermost, networks innermost: a study stopped early still holds both networks of each (fold, seed)
     for seed in seeds:
         for fold in folds:
             for network in networks:
                 run_one(network, int(fold), int(seed), study, dataset_dir, settings)
     return compare(work_dir, networks, leaky, reference)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # several commands may run one study: a file another one reads is never seen half written
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def run_one(network: str, fold: int, seed: int, study: Path, dataset_dir: str, settings: dict) -> dict | None:
@@ -214,7 +222,7 @@ def run_one(network: str, fold: int, seed: int, study: Path, dataset_dir: str, s
         "eval_command_seconds": eval_seconds,
         **summary,
     }
-    result_file.write_text(json.dumps(result, indent=2) + "\n")
+    _write_atomically(result_file, json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -246,10 +254,10 @@ def compare(
     """
     study = Path(work_dir) / split_name(leaky)
     results = [json.loads(p.read_text()) for p in sorted(study.glob("*/result.json"))]
-    if folds is not None:
-        results = [r for r in results if r["fold"] in {int(f) for f in folds}]
+    if folds is not None:  # the command line gives a single fold as a number
+        results = [r for r in results if r["fold"] in {int(f) for f in ([folds] if isinstance(folds, int) else folds)}]
     if seeds is not None:
-        results = [r for r in results if r["seed"] in {int(s) for s in seeds}]
+        results = [r for r in results if r["seed"] in {int(s) for s in ([seeds] if isinstance(seeds, int) else seeds)}]
     if not results:
         raise FileNotFoundError(
             f"no finished runs under '{study}': run the study first (python -m research.lgg_study "
@@ -315,6 +323,8 @@ def compare(
             )
             + " |"
         )
+    if not any(n == reference for n, _ in rows):
+        lines += ["", f"No finished run of the reference '{reference}' here: no paired comparison (--reference)."]
     lines += [
         "",
         f"Paired, per patient, against {reference} (each patient's Dice averaged over the seeds both "

@@ -338,6 +338,8 @@ def main(
     shared out over several commands. Further ``--id value`` options are config overrides for every run
     (``--num_workers 1``)."""
     variants = load_variants(variants_file)
+    if isinstance(only, str):  # the command line gives a single name as a string
+        only = [only]
     unknown = sorted(set(only or []) - {v.name for v in variants})
     if unknown:
         raise ValueError(f"--only names {unknown}, which are not variants in '{variants_file}'.")

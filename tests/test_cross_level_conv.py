@@ -176,6 +176,7 @@ def test_upsample_folded_into_cross_level_conv(dims, deconv, up_bias, monkeypatc
         torch.randn((2, 2) + size, dtype=torch.float64),  # same size as the output
         torch.randn((2, 3) + tuple(2 * s for s in size), dtype=torch.float64),  # finer
         torch.randn((2, 2) + low, dtype=torch.float64),  # x's size: joins the folded low-resolution convolution
+        torch.randn((2, 3) + low, dtype=torch.float64),  # a second one: their kernels are composed together
         torch.randn((2, 1) + tuple(n // 2 for n in low), dtype=torch.float64),  # 4x coarser
         torch.randn((2, 2) + tuple(s + 1 for s in size), dtype=torch.float64),  # no integer ratio: fallback
     ]
