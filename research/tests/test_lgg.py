@@ -5,6 +5,7 @@ and the study's resume."""
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +305,22 @@ def test_training_then_evaluation_scores_per_patient(tmp_path, lgg_dir):
         monai_dice = [float(r["mean"]) for r in csv.DictReader(f) if r["mean"] != "nan"]
     assert summary["slice_dice_abnormal"] == pytest.approx(np.mean(monai_dice), abs=1e-4)
     assert score(str(out), output_dir=str(tmp_path / "rescored"))["patient_dice_mean"] == summary["patient_dice_mean"]
+
+
+COMMITTED_STUDY = BUNDLE_ROOT / "research" / "results" / "lgg_cpu"
+# committed table -> the compare call that makes it
+COMMITTED_TABLES = {
+    "patient_split/summary.md": {},
+    "patient_split/family.md": {"folds": [0], "seeds": [0, 1], "out_name": "family"},
+    "slice_split/summary.md": {"leaky": True},
+}
+
+
+@pytest.mark.parametrize("table", sorted(COMMITTED_TABLES))
+def test_the_committed_study_tables_are_made_from_the_committed_runs(table, tmp_path):
+    """research/results/lgg_cpu/<split>/*.md is what compare makes of the committed runs (result.json and the
+    per-slice counts of each evaluation); remade in a copy, as compare writes beside the runs."""
+    shutil.copytree(COMMITTED_STUDY, tmp_path / "lgg_cpu")
+    made = lgg_study.compare(str(tmp_path / "lgg_cpu"), **COMMITTED_TABLES[table])
+    assert (COMMITTED_STUDY / table).read_text() == made
+    assert "| xunet |" in made and "| basicunet |" in made
