@@ -251,6 +251,64 @@ def plot(results_dir: str = "research/results") -> list[str]:
     return written  # the command line prints it
 
 
+def _cost(name: str, spatial_dims: int, out_channels: int, features: Sequence[int], shape: Sequence[int]) -> str:
+    """Parameters and GFLOPs of one network at a study's setting, counted on meta tensors."""
+    from research.summary import count_flops
+    from scripts.networks import create_network
+
+    with torch.device("meta"):
+        net = create_network(name, spatial_dims, 1, out_channels, {name: {"features": list(features)}}).eval()
+        x = torch.empty(list(shape))
+    params = sum(p.numel() for p in net.parameters())
+    return f"{params / 1e6:.2f} M, {count_flops(net, x) / 1e9:.2f}"
+
+
+def _seed_cell(seeds: dict[int, float] | None) -> str:
+    if not seeds:
+        return "not run"
+    values = [seeds[s] for s in sorted(seeds)]
+    sd = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.3f}{sd} ({len(values)})"
+
+
+def family_table(results_dir: str = "research/results", reference: str = "basicunet") -> str:
+    """The family on both data sets in one markdown table: per network, Dice as mean ± SD over seeds (number of
+    seeds), parameters and GFLOPs at each study's setting, and whether its difference from ``reference`` exceeds
+    seed noise: more than twice the larger of the two networks' SDs over seeds (the seeds' spread, not a test)."""
+    results = Path(results_dir)
+    lgg_csv = results / LGG_RESULTS / "patient_split" / "family_per_patient.csv"
+    lgg = lgg_seed_means(lgg_csv) if lgg_csv.is_file() else {}
+    hippocampus = hippocampus_seed_means(results / HIPPOCAMPUS_RESULTS)
+    settings = json.loads((results / LGG_RESULTS / "patient_split" / "settings.json").read_text())
+    variants = {v.name: v for v in load_variants(BUNDLE_ROOT / HIPPOCAMPUS_SCREEN)}
+    lines = [
+        "| network | LGG per-patient Dice (seeds) | vs BasicUNet | LGG params, GFLOPs per slice | hippocampus Dice "
+        "(seeds) | vs BasicUNet | hippocampus params, GFLOPs per patch |",
+        "|---|---:|---|---:|---:|---|---:|",
+    ]
+
+    def versus(data: dict[str, dict[int, float]], name: str) -> str:
+        if name == reference or name not in data or reference not in data:
+            return ""
+        a, b = list(data[name].values()), list(data[reference].values())
+        difference = statistics.fmean(a) - statistics.fmean(b)
+        noise = 2 * max(statistics.stdev(a) if len(a) > 1 else 0.0, statistics.stdev(b) if len(b) > 1 else 0.0)
+        verdict = "exceeds seed noise" if abs(difference) > noise else "within seed noise"
+        return f"{difference:+.3f}, {verdict}"
+
+    patch = [1, 1, *json.loads((BUNDLE_ROOT / "configs" / "train.json").read_text())["patch_size"]]
+    for name in _ordered(set(lgg) | set(hippocampus)):
+        variant = variants.get(f"{name}_s0")
+        hippocampus_features = variant.overrides["network_options"][name]["features"] if variant else None
+        lgg_cost = _cost(name, 2, 2, settings["features"], [1, 1, *settings["patch_size"]])
+        hippocampus_cost = _cost(name, 3, 3, hippocampus_features, patch) if hippocampus_features else ""
+        lines.append(
+            f"| {name} | {_seed_cell(lgg.get(name))} | {versus(lgg, name)} | {lgg_cost} | "
+            f"{_seed_cell(hippocampus.get(name))} | {versus(hippocampus, name)} | {hippocampus_cost} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _load_network(parser, run_dir: Path) -> torch.nn.Module:
     net = parser.get_parsed_content("network_def")
     state = torch.load(run_dir / "models" / "model.pt", map_location="cpu", weights_only=True)
@@ -401,4 +459,4 @@ def overlays(
 
 
 if __name__ == "__main__":
-    fire.Fire({"collect": collect, "plot": plot, "overlays": overlays})
+    fire.Fire({"collect": collect, "plot": plot, "overlays": overlays, "family_table": family_table})

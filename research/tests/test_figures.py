@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,23 @@ def test_overlays_of_held_out_slices_from_saved_weights(tmp_path, hippocampus_di
     for path in written:
         image = np.asarray(Image.open(path))
         assert image.shape[0] > 300 and image.std() > 0
+
+
+def test_family_table_marks_differences_beyond_twice_the_seed_spread(tmp_path):
+    lgg = tmp_path / "lgg_cpu" / "patient_split"
+    lgg.mkdir(parents=True)
+    (lgg / "settings.json").write_text(json.dumps({"features": [4, 4, 8, 8, 16, 4], "patch_size": [32, 32]}))
+    with open(lgg / "family_per_patient.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["network", "seed", "patient", "dice"])
+        writer.writerows([["basicunet", 0, "A", 0.50], ["basicunet", 1, "A", 0.52]])
+        writer.writerows([["unet", 0, "A", 0.70], ["unet", 1, "A", 0.72], ["xunet", 0, "A", 0.51]])
+    (tmp_path / "family_cpu").mkdir()
+    for name, value in (("basicunet_s0_f0", 0.7), ("basicunet_s1_f0", 0.9), ("unet_s0_f0", 0.85), ("unet_s1_f0", 0.8)):
+        (tmp_path / "family_cpu" / f"{name}.csv").write_text(f"filename,class0,class1,mean\nc.nii.gz,0,0,{value}\n")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in figures.family_table(str(tmp_path)).splitlines()}
+    assert rows["basicunet"][1] == "0.510 ± 0.014 (2)" and rows["xunet"][1] == "0.510 (1)"
+    assert rows["unet"][2] == "+0.200, exceeds seed noise"  # 0.2 > 2 x 0.014
+    assert rows["unet"][5] == "+0.025, within seed noise"  # 0.025 < 2 x 0.141
+    assert rows["xunet"][4] == "not run"
+    assert re.fullmatch(r"\d+\.\d\d M, \d+\.\d\d", rows["unet"][3])  # parameters, GFLOPs per slice
