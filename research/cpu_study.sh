@@ -2,7 +2,8 @@
 # The CPU-sized studies of issue #23, in the background on 2 cores (about 2 hours): XUNet against BasicUNet on the
 # LGG slices (2 folds of patients x 3 seeds, then the seed's leaky slice split with 2 seeds), the family on LGG
 # (fold 0, 2 seeds) and on the hippocampus (fold 0, 2 seeds). Sizes are chosen for 2 CPU cores; the full-size
-# commands are in research/results/README.md. Usage: bash research/cpu_study.sh <kaggle_3m folder> <MSD Task04 folder> <work dir>
+# commands are in research/results/README.md.
+# Usage: bash research/cpu_study.sh <kaggle_3m folder> <MSD Task04 folder> <work dir>
 set -euo pipefail
 lgg=$1
 msd=$2
