@@ -6,6 +6,7 @@
     python -m research.benchmark bundle --rounds 3         # the bundle's epoch and inference, XUNet vs BasicUNet,
                                                           # research/results/benchmarks_bundle_epoch.{md,json}
     python -m research.benchmark stages                    # milliseconds per decoder stage, where XUNet's cost sits
+    python -m research.benchmark paired                    # XUNet / BasicUNet with passes alternating in one process
 
 Each measurement runs in a fresh child process (so peak memory is its own): a warm-up pass, then
 ``repeats`` timed passes; the median is reported. Peak memory is the CUDA allocator's peak on a GPU and, on
@@ -610,6 +611,91 @@ def stages(settings=("bundle", "lgg"), repeats: int = 5, rounds: int = 3, out: s
     return text
 
 
+def _alternating_ratios(nets: dict, x: torch.Tensor, pairs: int) -> dict:
+    """Seconds per pass of each network, forward (no gradients, eval mode) and one training step, with the
+    networks alternating pass by pass (the order swapped every pair) in this one process."""
+    optimizers = {name: torch.optim.SGD(net.parameters(), lr=1e-6) for name, net in nets.items()}
+
+    def forward(name):
+        nets[name].eval()
+        with torch.no_grad():
+            nets[name](x)
+
+    def train(name):
+        nets[name].train()
+        optimizers[name].zero_grad(set_to_none=True)
+        nets[name](x).float().mean().backward()
+        optimizers[name].step()
+
+    times = {mode: {name: [] for name in nets} for mode in ("forward", "train")}
+    for mode, step in (("forward", forward), ("train", train)):
+        for name in nets:  # warm-up
+            step(name)
+            step(name)
+        for i in range(pairs):
+            order = list(nets) if i % 2 == 0 else list(nets)[::-1]
+            for name in order:
+                start = time.perf_counter()
+                step(name)
+                times[mode][name].append(time.perf_counter() - start)
+    return times
+
+
+def paired(
+    settings=("bundle", "lgg", "2d128", "2d", "3d"),
+    pairs: int = 15,
+    out_md: str = "research/results/benchmarks_paired.md",
+    out_json: str = "research/results/benchmarks_paired.json",
+) -> str:
+    """XUNet's fast path against BasicUNet in **one** process, the two alternating pass by pass: each ratio pairs
+    two adjacent passes, so a machine whose speed drifts from one second to the next (shared CPUs) affects both
+    sides of every ratio alike. Reports, per setting, the median seconds per pass and the median ratio with its
+    interquartile range over ``pairs`` pairs, forward (inference, no gradients) and a training step. This is how a
+    long-running training or inference process meets the networks; :func:`run` measures each in a fresh process."""
+    if pairs < 2:
+        raise ValueError(f"pairs must be 2 or more to give a spread of ratios, got {pairs}.")
+    lines = [
+        "# XUNet against BasicUNet, passes alternating in one process",
+        "",
+        f"Produced by `python -m research.benchmark paired {' '.join(sys.argv[2:])}` on {platform.machine()} "
+        f"({torch.get_num_threads()} threads), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, float32. "
+        f"Two warm-up passes each, then {pairs} pairs of passes (the order swapped every pair); ratio = XUNet fast / "
+        "BasicUNet per pair: median (interquartile range). Forward = eval mode without gradients (inference); "
+        "training step = forward, backward and an SGD step.",
+        "",
+        "| setting | input | features | BasicUNet forward s | XUNet forward s | x BasicUNet | "
+        "BasicUNet step s | XUNet step s | x BasicUNet |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    results = []
+    for setting in settings:
+        cfg = _setting(setting)
+        torch.manual_seed(0)
+        nets = {name: _build(name, cfg) for name in ("basicunet", "xunet_fast")}
+        x = torch.randn(cfg["shape"])
+        times = _alternating_ratios(nets, x, pairs)
+        entry = {"setting": setting, "description": cfg["description"], "shape": cfg["shape"], "times_s": times}
+        cells = []
+        for mode in ("forward", "train"):
+            base, fast = times[mode]["basicunet"], times[mode]["xunet_fast"]
+            ratios = sorted(f / b for f, b in zip(fast, base))
+            quartiles = statistics.quantiles(ratios, n=4, method="inclusive")
+            entry[mode] = {"ratio_median": statistics.median(ratios), "ratio_quartiles": [quartiles[0], quartiles[2]]}
+            cells.append(
+                f"{statistics.median(base):.3f} | {statistics.median(fast):.3f} | "
+                f"{statistics.median(ratios):.2f} ({quartiles[0]:.2f}-{quartiles[2]:.2f})"
+            )
+            print(f"{setting:7s} {mode:8s} {entry[mode]['ratio_median']:.2f}", flush=True)
+        results.append(entry)
+        lines.append(f"| {cfg['description']} | {cfg['shape']} | {list(cfg['features'])} | {cells[0]} | {cells[1]} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    meta = {"command": "python -m research.benchmark paired " + " ".join(sys.argv[2:]), "torch": torch.__version__}
+    Path(BUNDLE_ROOT / out_md).write_text(text)
+    Path(BUNDLE_ROOT / out_json).write_text(json.dumps({"meta": meta, "settings": results}, indent=1) + "\n")
+    return text
+
+
 def bundle(
     dataset_dir: str | None = None,
     rounds: int = 3,
@@ -672,5 +758,6 @@ if __name__ == "__main__":
             "measure": lambda *a, **k: print(json.dumps(measure(*a, **k))),
             "bundle": bundle,
             "stages": stages,
+            "paired": paired,
         }
     )

@@ -117,6 +117,164 @@ def test_fast_path_equals_reference_with_gradients(dims, shape, dtype, tolerance
     assert max_relative_difference(grads_fast, grads_ref) < tolerance
 
 
+STAGES = ("upcat_4", "upcat_3", "upcat_2", "upcat_1")
+
+
+def kept_kernels(net):
+    """Every kernel the stages keep for inference, by stage, input sizes and key."""
+    kept = {}
+    for name in STAGES:
+        state = getattr(net, name)._inference_kernels
+        for sizes, store in ({} if state is None else state[1]).items():
+            for key, kernel in store.items():
+                kept[(name, sizes, key)] = kernel
+    return kept
+
+
+def reference_output(net, x):
+    with torch.no_grad():
+        out = net.set_fast(False)(x)
+    net.set_fast(True)
+    return out
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (2, 1, 33, 47)), (3, (1, 1, 19, 32, 24)), (3, (1, 1, 64, 32, 16))])
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_inference_composes_the_kernels_once(dims, shape, context):
+    torch.manual_seed(2)
+    net = XUNet(dims, shape[1], 2, features=TINY).double().eval()
+    x = torch.randn(shape, dtype=torch.float64)
+    with context():
+        first = net(x)
+    kept = kept_kernels(net)
+    assert {name for name, _, _ in kept} == set(STAGES)  # every stage kept its composed kernels
+    with context():
+        second = net(x)
+    again = kept_kernels(net)
+    assert again.keys() == kept.keys() and all(again[k] is kept[k] for k in kept)  # reused, not composed anew
+    assert torch.equal(first, second)
+    ref = reference_output(net, x)
+    assert torch.allclose(first, ref, rtol=1e-10, atol=1e-10 * ref.abs().max().item())
+
+
+def change_in_place_through_data(net):
+    for p in net.parameters():
+        p.data.mul_(1.5)  # through .data: no version counter sees it
+
+
+def load_other_weights(net):
+    other = XUNet(2, 1, 2, features=TINY).double()
+    net.load_state_dict(other.state_dict())
+
+
+def optimiser_step(net):
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.5)
+    net.train()
+    net(torch.randn(2, 1, 32, 32, dtype=torch.float64)).square().mean().backward()
+    optimiser.step()
+    net.eval()
+
+
+@pytest.mark.parametrize("change", [change_in_place_through_data, load_other_weights, optimiser_step])
+def test_inference_after_the_weights_change_uses_the_new_weights(change):
+    torch.manual_seed(3)
+    net = XUNet(2, 1, 2, features=TINY).double().eval()
+    x = torch.randn(1, 1, 48, 40, dtype=torch.float64)
+    with torch.no_grad():
+        before = net(x)
+    change(net)
+    with torch.no_grad():
+        after = net(x)
+    ref = reference_output(net, x)
+    assert not torch.allclose(before, ref)
+    assert torch.allclose(after, ref, rtol=1e-10, atol=1e-10 * ref.abs().max().item())
+
+
+def test_inputs_of_several_sizes_each_get_their_own_kernels():
+    torch.manual_seed(4)
+    net = XUNet(3, 1, 2, features=TINY).double().eval()
+    inputs = [torch.randn(shape, dtype=torch.float64) for shape in [(1, 1, 32, 32, 32), (2, 1, 64, 32, 16)]]
+    for x in inputs + inputs:  # a, b, a, b
+        with torch.no_grad():
+            out = net(x)
+        ref = reference_output(net, x)
+        assert torch.allclose(out, ref, rtol=1e-10, atol=1e-10 * ref.abs().max().item())
+
+
+def fold_choices(net, x):
+    """Whether each decoder stage folds its upsampling for input ``x``."""
+    with torch.no_grad():
+        levels = [net.conv_0(x)]
+        for down in (net.down_1, net.down_2, net.down_3, net.down_4):
+            levels.append(down(levels[-1]))
+        current, choices = levels[4], []
+        for name in STAGES:
+            stage = getattr(net, name)
+            choices.append(
+                xunet_module.upsample_folding_pays(current, stage.upsample.deconv.weight, stage.convs.conv_0.conv.weight)
+            )
+            current = stage(current, levels)
+    return choices
+
+
+def test_the_fast_path_choices_depend_on_the_batch_size():
+    """With the bundle's network and patch, a stage folds its upsampling for a sliding window's batch of 4 but not
+    for a smaller last batch: the kept kernels must tell the two apart (next test)."""
+    net = XUNet(3, 1, 3, features=(16, 16, 32, 64, 128, 16)).eval()
+    assert fold_choices(net, torch.randn(4, 1, 32, 48, 32)) != fold_choices(net, torch.randn(1, 1, 32, 48, 32))
+
+
+def test_batch_sizes_that_change_the_fast_path_choices_each_get_their_own_kernels(monkeypatch):
+    monkeypatch.setattr(xunet_module, "upsample_folding_pays", lambda x, up_weight, weight: x.shape[0] > 1)
+    torch.manual_seed(5)
+    net = XUNet(3, 1, 3, features=TINY).double().eval()
+    inputs = [torch.randn((batch, 1, 32, 48, 32), dtype=torch.float64) for batch in (2, 1)]
+    for x in inputs + inputs:
+        with torch.no_grad():
+            out = net(x)
+        ref = reference_output(net, x)
+        assert torch.allclose(out, ref, rtol=1e-10, atol=1e-10 * ref.abs().max().item())
+
+
+def test_kernels_kept_under_autocast_are_not_used_without_it():
+    torch.manual_seed(6)
+    net = XUNet(2, 1, 2, features=TINY).eval()
+    x = torch.randn(1, 1, 48, 40)
+    ref = reference_output(net, x)
+    for _ in range(2):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            low_precision = net(x)
+        with torch.no_grad():
+            full_precision = net(x)
+        assert low_precision.dtype == torch.bfloat16
+        assert torch.allclose(low_precision.float(), ref, atol=0.1 * ref.abs().max().item())
+        assert torch.allclose(full_precision, ref, atol=1e-5 * ref.abs().max().item())
+
+
+def test_training_keeps_no_kernels_and_copies_start_without_them():
+    import copy
+    import io
+
+    net = XUNet(2, 1, 2, features=TINY)
+    net(torch.randn(2, 1, 32, 32)).sum().backward()  # recording gradients: composed at every call, none kept
+    assert kept_kernels(net) == {}
+    net.eval()
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        expected = net(x)
+    assert kept_kernels(net) != {}
+    buffer = io.BytesIO()
+    torch.save(net, buffer)
+    buffer.seek(0)
+    for twin in (copy.deepcopy(net), torch.load(buffer, weights_only=False)):
+        assert kept_kernels(twin) == {}
+        with torch.no_grad():
+            assert torch.equal(twin(x), expected)
+    scripted = torch.jit.script(net)  # a stage that kept kernels still scripts
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), expected, atol=1e-6)
+
+
 @pytest.mark.parametrize("upsample", ["deconv", "nontrainable", "pixelshuffle"])
 def test_upsample_modes(upsample):
     net = XUNet(2, 1, 2, features=TINY, upsample=upsample).double().eval()

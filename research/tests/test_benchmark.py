@@ -104,6 +104,23 @@ def test_stages_times_every_decoder_stage_of_each_network(monkeypatch, tmp_path)
     assert (tmp_path / "stages.md").read_text() == text + "\n"
 
 
+def test_paired_alternates_the_networks_and_reports_ratios_per_pair(monkeypatch, tmp_path):
+    monkeypatch.setitem(benchmark.SETTINGS, "tiny", TINY)
+    monkeypatch.setattr(benchmark, "BUNDLE_ROOT", tmp_path)
+    text = benchmark.paired(settings=("tiny",), pairs=3, out_md="paired.md", out_json="paired.json")
+    (row,) = [line for line in text.splitlines() if line.startswith(f"| {TINY['description']}")]
+    assert len(row.split(" | ")) == 9  # setting, input, features, then 3 cells per mode
+    assert (tmp_path / "paired.md").read_text() == text
+    (entry,) = json.loads((tmp_path / "paired.json").read_text())["settings"]
+    for mode in ("forward", "train"):
+        times = entry["times_s"][mode]
+        assert len(times["basicunet"]) == len(times["xunet_fast"]) == 3
+        ratios = sorted(f / b for f, b in zip(times["xunet_fast"], times["basicunet"]))
+        assert entry[mode]["ratio_median"] == pytest.approx(ratios[1])
+        low, high = entry[mode]["ratio_quartiles"]
+        assert ratios[0] <= low <= ratios[1] <= high <= ratios[2]
+
+
 def test_a_compiled_network_is_named_by_its_suffix_and_unknown_names_are_refused():
     assert type(benchmark._build("xunet_fast" + benchmark.COMPILED, TINY)).__name__ == "XUNet"
     with pytest.raises(ValueError, match="'xunet_fats' is none of"):

@@ -37,7 +37,7 @@ All functions are TorchScript-compatible and work for 1, 2 and 3 spatial dimensi
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -76,15 +76,32 @@ def compose_taps(weight: Tensor, mats: List[Tensor], in_channels_first: bool = F
 
 def class_kernels(weight: Tensor, factors: List[int]) -> Tensor:
     """The ``(classes..., C_out, C_in, taps...)`` low-resolution class kernels (see :func:`_axis_classes`) of a
-    ``(C_out, C_in, 3, ...)`` kernel, for a part nearest-upsampled by ``factors``."""
+    ``(C_out, C_in, 3, ...)`` kernel, for a part nearest-upsampled by ``factors``.
+
+    One batched matrix product over the class combinations writes them in this layout directly, so the class
+    convolution's weight is a view of the result: no permuted copy (which, at the wide coarse levels, cost as much
+    as the product itself).
+    """
     dims = len(factors)
-    per_axis = [_axis_classes(s, weight.dtype, weight.device) for s in factors]
-    composed = compose_taps(weight, [m.reshape(-1, 3) for m in per_axis])
-    shape = [int(weight.shape[0]), int(weight.shape[1])]
+    per_axis = [_axis_classes(s, weight.dtype, weight.device) for s in factors]  # (classes_d, taps_d, 3)
+    kron = per_axis[0].reshape(-1, 3)
+    for d in range(1, dims):
+        kron = torch.kron(kron, per_axis[d].reshape(-1, 3))
+    # rows of kron run over (class_0, tap_0, class_1, tap_1, ...): regroup them as (classes, taps) (a small matrix)
+    grouped: List[int] = []
+    n_classes = 1
+    n_taps = 1
     for m in per_axis:
-        shape += [int(m.shape[0]), int(m.shape[1])]
-    grouped = composed.reshape(shape)  # (C_out, C_in, class_0, tap_0, class_1, tap_1, ...)
-    return grouped.permute([2 + 2 * d for d in range(dims)] + [0, 1] + [3 + 2 * d for d in range(dims)])
+        grouped += [int(m.shape[0]), int(m.shape[1])]
+        n_classes *= int(m.shape[0])
+        n_taps *= int(m.shape[1])
+    order = [2 * d for d in range(dims)] + [2 * d + 1 for d in range(dims)] + [2 * dims]
+    taps_of_class = kron.reshape(grouped + [int(kron.shape[1])]).permute(order).reshape(n_classes, n_taps, -1)
+    c_out = int(weight.shape[0])
+    c_in = int(weight.shape[1])
+    flat = torch.matmul(weight.reshape(1, c_out * c_in, -1), taps_of_class.transpose(1, 2))  # (K, C_out*C_in, T)
+    shape = [int(m.shape[0]) for m in per_axis] + [c_out, c_in] + [int(m.shape[1]) for m in per_axis]
+    return flat.reshape(shape)
 
 
 def conv_nd(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: int) -> Tensor:
@@ -408,8 +425,14 @@ def coarse_part_deconv(part: Tensor, weight: Tensor, factors: List[int]) -> Tens
     Returns:
         ``(B, C_out, n_0 * s_0, ...)``.
     """
+    return conv_transpose_nd(part, deconv_kernel(weight, factors), factors, 1)
+
+
+def deconv_kernel(weight: Tensor, factors: List[int]) -> Tensor:
+    """The ``(C_in, C_out, s_0 + 2, ...)`` kernel of :func:`coarse_part_deconv` for a ``(C_out, C_in, 3, ...)``
+    kernel."""
     mats = [_deconv_axis_matrix(s, weight.dtype, weight.device) for s in factors]
-    return conv_transpose_nd(part, compose_taps(weight, mats, in_channels_first=True), factors, 1)
+    return compose_taps(weight, mats, in_channels_first=True)
 
 
 def deconv_max_output() -> int:
@@ -441,6 +464,21 @@ def conv_transpose_nd(x: Tensor, kernel: Tensor, stride: List[int], padding: int
     if dims == 2:
         return F.conv_transpose2d(x, kernel, None, stride, padding)
     return F.conv_transpose3d(x, kernel, None, stride, padding)
+
+
+def _stored(kernels: Optional[Dict[str, Tensor]], key: str) -> Optional[Tensor]:
+    """The kernel stored under ``key`` in ``kernels`` (None when there is no store or no such kernel)."""
+    if kernels is None:
+        return None
+    if key in kernels:
+        return kernels[key]
+    return None
+
+
+def _store(kernels: Optional[Dict[str, Tensor]], key: str, kernel: Tensor) -> Tensor:
+    if kernels is not None:
+        kernels[key] = kernel
+    return kernel
 
 
 def _cat_channels(tensors: List[Tensor]) -> Tensor:
@@ -499,19 +537,39 @@ def _sort_parts(
 
 
 def _add_coarse_parts(
-    out: Tensor, inputs: List[Tensor], weights: List[Tensor], factors_list: List[List[int]]
+    out: Tensor,
+    inputs: List[Tensor],
+    weights: List[Tensor],
+    factors_list: List[List[int]],
+    kernels: Optional[Dict[str, Tensor]] = None,
 ) -> Tensor:
     """Add each coarser part's convolution into ``out``: one transposed convolution where :func:`prefers_deconv`
-    and the output is small, the class convolution and interleave otherwise."""
-    for part, part_weight, factors in zip(inputs, weights, factors_list):
-        if prefers_deconv(factors) and out.numel() <= deconv_max_output():
-            out = out + coarse_part_deconv(part, part_weight, factors)
+    and the output is small, the class convolution and interleave otherwise. Composed kernels are taken from
+    and kept in ``kernels`` when given."""
+    for i in range(len(inputs)):
+        part = inputs[i]
+        factors = factors_list[i]
+        as_deconv = prefers_deconv(factors) and out.numel() <= deconv_max_output()
+        key = "coarse" + str(i) + ("_deconv" if as_deconv else "_classes")
+        kernel = _stored(kernels, key)
+        if as_deconv:
+            if kernel is None:
+                kernel = _store(kernels, key, deconv_kernel(weights[i], factors))
+            out = out.add_(conv_transpose_nd(part, kernel, factors, 1))  # in place: no new full-size tensor
         else:
-            out = add_coarse_part_conv(out, part, part_weight, factors)
+            if kernel is None:
+                kernel = _store(kernels, key, class_kernels(weights[i], factors))
+            out = _add_class_conv(out, part, kernel, factors)
     return out
 
 
-def cross_level_conv(target: Tensor, parts: List[Tensor], weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+def cross_level_conv(
+    target: Tensor,
+    parts: List[Tensor],
+    weight: Tensor,
+    bias: Optional[Tensor],
+    kernels: Optional[Dict[str, Tensor]] = None,
+) -> Tensor:
     """``conv(cat([target] + [F.interpolate(p, size=target.shape[2:], mode="nearest") for p in parts]),
     weight, bias, padding=1)`` computed without building the resized maps or the concatenation.
 
@@ -520,6 +578,10 @@ def cross_level_conv(target: Tensor, parts: List[Tensor], weight: Tensor, bias: 
         parts: maps of any spatial size, channels following ``target``'s in ``weight`` in list order.
         weight: ``(C_out, C_t + sum(C_p), 3, ..., 3)`` kernel of the fused convolution.
         bias: ``(C_out,)`` or None.
+        kernels: a store for the kernels composed from ``weight``, to reuse them while the weights and the input
+            sizes stay the same (inference); None composes them at every call. The caller empties it whenever
+            the weights or the spatial sizes of the inputs change (:class:`~scripts.networks.xunet.UpCatAll`
+            does).
 
     Returns:
         ``(B, C_out, N_0, ...)``.
@@ -531,9 +593,11 @@ def cross_level_conv(target: Tensor, parts: List[Tensor], weight: Tensor, bias: 
         parts, weight, int(target.shape[1]), size, empty
     )
     same_inputs = [target] + same_inputs
-    same_weights = [weight.narrow(1, 0, target.shape[1])] + same_weights
-    out = conv_nd(_cat_channels(same_inputs), _cat_channels(same_weights), bias, 1)
-    return _add_coarse_parts(out, coarse_inputs, coarse_weights, coarse_factors)
+    same_kernel = _stored(kernels, "same")
+    if same_kernel is None:
+        same_kernel = _store(kernels, "same", _cat_channels([weight.narrow(1, 0, target.shape[1])] + same_weights))
+    out = conv_nd(_cat_channels(same_inputs), same_kernel, bias, 1)
+    return _add_coarse_parts(out, coarse_inputs, coarse_weights, coarse_factors, kernels)
 
 
 # --- folding the decoder's upsampling transposed convolution into the cross-level convolution ------------------
@@ -554,25 +618,20 @@ def folded_upsample_kernel(weight: Tensor, up_kernel: Tensor) -> Tensor:
     """``(C_x, C_out, 4, ...)`` kernel of the transposed convolution (stride 2, padding 1) equal to "transposed
     convolution with ``up_kernel`` (kernel 2, stride 2), then 'same' convolution with ``weight``".
 
-    Computed as one small convolution of the flipped kernels (``weight`` as a batch of ``C_out`` maps with ``C_up``
-    channels, ``up_kernel`` as ``C_x`` filters): a full convolution summing ``weight[t] * up_kernel[s]`` into tap
-    ``s - t + 2``, contracted over the ``C_up`` channels.
+    Computed as one small convolution with padding 2 (``up_kernel`` as a batch of ``C_x`` maps with ``C_up``
+    channels, ``weight`` as ``C_out`` filters): output tap ``k`` sums ``up_kernel[s] * weight[t]`` over
+    ``s - t + 2 = k``, contracted over the ``C_up`` channels, written in the transposed convolution's layout.
 
     Args:
         weight: ``(C_out, C_up, 3, ...)`` convolution kernel (the ``up`` channels' slice).
         up_kernel: ``(C_x, C_up, 2, ...)`` upsampling kernel.
     """
     dims = weight.dim() - 2
-    spatial = [2 + d for d in range(dims)]
-    flipped = weight.flip(spatial)
-    filters = up_kernel.flip(spatial)
     if dims == 1:
-        full = F.conv1d(flipped, filters, None, 1, 1)
-    elif dims == 2:
-        full = F.conv2d(flipped, filters, None, 1, 1)
-    else:
-        full = F.conv3d(flipped, filters, None, 1, 1)
-    return full.transpose(0, 1)  # (C_out, C_x, 4, ...) -> (C_x, C_out, 4, ...)
+        return F.conv1d(up_kernel, weight, None, 1, 2)
+    if dims == 2:
+        return F.conv2d(up_kernel, weight, None, 1, 2)
+    return F.conv3d(up_kernel, weight, None, 1, 2)
 
 
 def deconv_to_class_kernels(kernel: Tensor) -> Tensor:
@@ -625,7 +684,13 @@ def upsample_folding_pays(x: Tensor, up_weight: Tensor, weight: Tensor) -> bool:
 
 
 def upsample_cross_level_conv(
-    x: Tensor, up_weight: Tensor, up_bias: Optional[Tensor], parts: List[Tensor], weight: Tensor, bias: Optional[Tensor]
+    x: Tensor,
+    up_weight: Tensor,
+    up_bias: Optional[Tensor],
+    parts: List[Tensor],
+    weight: Tensor,
+    bias: Optional[Tensor],
+    kernels: Optional[Dict[str, Tensor]] = None,
 ) -> Tensor:
     """``cross_level_conv(conv_transpose(x, up_weight, up_bias, stride=2), parts, weight, bias)`` without computing
     the upsampled map: the upsampling kernel is folded into the convolution's kernel (see the note above), and
@@ -639,6 +704,7 @@ def upsample_cross_level_conv(
         parts: maps of any spatial size, channels following the ``C_up`` upsampled ones in ``weight``.
         weight: ``(C_out, C_up + sum(C_p), 3, ..., 3)`` kernel of the fused convolution.
         bias: ``(C_out,)`` or None.
+        kernels: a store for the composed kernels, as in :func:`cross_level_conv`.
 
     Returns:
         ``(B, C_out, 2 n_0, ...)``.
@@ -648,7 +714,6 @@ def upsample_cross_level_conv(
     _check_channels(c_up, parts, weight)
     low = [int(v) for v in x.shape[2:]]
     size = [2 * v for v in low]
-    up_kernel = _with_bias_channel(up_weight, up_bias)
     same_inputs, same_weights, low_parts, low_weights, coarse_inputs, coarse_weights, coarse_factors = _sort_parts(
         parts, weight, c_up, size, low
     )
@@ -657,21 +722,31 @@ def upsample_cross_level_conv(
         low_inputs.append(torch.ones([int(x.shape[0]), 1] + low, dtype=x.dtype, device=x.device))
     low_inputs += low_parts
     if len(same_inputs) > 0:
-        out = conv_nd(_cat_channels(same_inputs), _cat_channels(same_weights), bias, 1)
+        same_kernel = _stored(kernels, "same")
+        if same_kernel is None:
+            same_kernel = _store(kernels, "same", _cat_channels(same_weights))
+        out = conv_nd(_cat_channels(same_inputs), same_kernel, bias, 1)
     else:
         out = torch.zeros([int(x.shape[0]), int(weight.shape[0])] + size, dtype=x.dtype, device=x.device)
         if bias is not None:
             out = out + bias.reshape([1, int(bias.shape[0])] + [1] * dims)
-    # one (C_x [+ 1] + parts, C_out, 4, ...) transposed-convolution kernel for everything at x's resolution
-    kernels = [folded_upsample_kernel(weight.narrow(1, 0, c_up), up_kernel)]
-    if len(low_weights) > 0:  # the nearest parts' kernels, composed in one product
-        nearest_mats = [_deconv_axis_matrix(2, weight.dtype, weight.device) for _ in range(dims)]
-        kernels.append(compose_taps(_cat_channels(low_weights), nearest_mats, in_channels_first=True))
-    kernel = torch.cat(kernels, 0) if len(kernels) > 1 else kernels[0]
     low_input = _cat_channels(low_inputs)
     twos = [2] * dims
-    if out.numel() <= deconv_max_output():  # one transposed convolution writes the full resolution directly
-        out = out + conv_transpose_nd(low_input, kernel, twos, 1)
+    as_deconv = out.numel() <= deconv_max_output()
+    low_key = "low_deconv" if as_deconv else "low_classes"  # the batch size decides, so both may be stored
+    low_kernel = _stored(kernels, low_key)
+    if low_kernel is None:
+        # one (C_x [+ 1] + parts, C_out, 4, ...) transposed-convolution kernel for everything at x's resolution
+        low_kernels = [folded_upsample_kernel(weight.narrow(1, 0, c_up), _with_bias_channel(up_weight, up_bias))]
+        if len(low_weights) > 0:  # the nearest parts' kernels, composed in one product
+            nearest_mats = [_deconv_axis_matrix(2, weight.dtype, weight.device) for _ in range(dims)]
+            low_kernels.append(compose_taps(_cat_channels(low_weights), nearest_mats, in_channels_first=True))
+        low_kernel = torch.cat(low_kernels, 0) if len(low_kernels) > 1 else low_kernels[0]
+        if not as_deconv:
+            low_kernel = deconv_to_class_kernels(low_kernel)
+        low_kernel = _store(kernels, low_key, low_kernel)
+    if as_deconv:  # one transposed convolution writes the full resolution directly
+        out = out.add_(conv_transpose_nd(low_input, low_kernel, twos, 1))
     else:  # 2 ** dims position classes at the low resolution, interleaved into ``out`` in one pass
-        out = _add_class_conv(out, low_input, deconv_to_class_kernels(kernel), twos)
-    return _add_coarse_parts(out, coarse_inputs, coarse_weights, coarse_factors)
+        out = _add_class_conv(out, low_input, low_kernel, twos)
+    return _add_coarse_parts(out, coarse_inputs, coarse_weights, coarse_factors, kernels)

@@ -11,7 +11,7 @@ checkpoints load with ``strict=True``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import List
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -57,7 +57,13 @@ class UpCatAll(nn.Module):
     (:func:`~scripts.networks.cross_level_conv.upsample_cross_level_conv`), so ``up`` is not computed either.
     ``fast=False`` runs the straightforward interpolate-and-concatenate computation (the reference the fast path
     is tested against).
+
+    While no gradient is recorded (inference), the fast path composes its kernels once and reuses them
+    (:meth:`kernel_store`) for as long as the weights stay equal to those they were composed from.
     """
+
+    # kernels composed from the weights for inference: derived data, never saved, not part of a scripted module
+    __jit_ignored_attributes__ = ["_inference_kernels"]
 
     def __init__(
         self,
@@ -110,6 +116,52 @@ class UpCatAll(nn.Module):
         )
         self.build_fusion(spatial_dims, up_chns + sum(skip_chns), out_chns, act, norm, bias, dropout)
         self.fast = fast
+        self._inference_kernels: Optional[Tuple[List[torch.Tensor], Dict[str, Dict[str, torch.Tensor]]]] = None
+
+    def __getstate__(self):
+        # copies and pickles start without composed kernels (they hold a copy of the weights)
+        state = self.__dict__.copy()
+        state["_inference_kernels"] = None
+        return state
+
+    def composed_from(self) -> List[torch.Tensor]:
+        """The weights the fast path composes its kernels from: the fusion convolution's, and the upsampling
+        transposed convolution's where it is folded in."""
+        tensors = [self.convs.conv_0.conv.weight, self.convs.conv_0.conv.bias]
+        if hasattr(self.upsample, "deconv"):
+            tensors += [self.upsample.deconv.weight, self.upsample.deconv.bias]
+        return [t for t in tensors if t is not None]
+
+    @torch.jit.unused
+    def kernel_store(self, x: torch.Tensor, skips: List[torch.Tensor]) -> Optional[Dict[str, torch.Tensor]]:
+        """Where the fast path keeps the kernels it composes, for this stage's input shapes, input dtype and autocast
+        setting; None (compose at every
+        call) while gradients are recorded, since training changes the weights at every step.
+
+        The kept kernels are used only while every weight is still **equal** to the copy they were composed
+        from: any change (an optimiser step, ``load_state_dict``, an in-place edit through ``.data``, which no
+        version counter sees) composes them anew, so a reuse can never give a stale result.
+        """
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return None
+        weights = [w.detach() for w in self.composed_from()]
+        state = self._inference_kernels
+        if state is not None and not _all_equal(state[0], weights):
+            state = None
+        if state is None:
+            state = ([w.clone() for w in weights], {})
+            self._inference_kernels = state
+        # every choice the fast path makes (which parts fold, transposed or class convolution) follows from the
+        # shapes, batch size included, and autocast composes kernels in its own dtype: kernels are kept per both
+        device = x.device.type
+        autocast = str(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else "off"
+        key = str([list(x.shape)] + [list(s.shape) for s in skips]) + f" {x.dtype} autocast {autocast}"
+        stores = state[1]
+        if key not in stores:
+            if len(stores) >= 8:  # inputs of many shapes (whole volumes of varying size): keep the latest only
+                stores.clear()
+            stores[key] = {}
+        return stores[key]
 
     def build_fusion(
         self,
@@ -136,6 +188,9 @@ class UpCatAll(nn.Module):
             ``(B, out_chns, *(2 * S))``.
         """
         if self.fast:
+            kernels: Optional[Dict[str, torch.Tensor]] = None
+            if not torch.jit.is_scripting():
+                kernels = self.kernel_store(x, skips)
             first = self.convs.conv_0
             fold = False
             if hasattr(self.upsample, "deconv"):  # a transposed convolution can be folded into the fused one
@@ -143,15 +198,25 @@ class UpCatAll(nn.Module):
             if fold:  # ``up`` is never computed
                 deconv = self.upsample.deconv
                 fused = upsample_cross_level_conv(
-                    x, deconv.weight, deconv.bias, skips, first.conv.weight, first.conv.bias
+                    x, deconv.weight, deconv.bias, skips, first.conv.weight, first.conv.bias, kernels
                 )
             else:
-                fused = cross_level_conv(self.upsample(x), skips, first.conv.weight, first.conv.bias)
+                fused = cross_level_conv(self.upsample(x), skips, first.conv.weight, first.conv.bias, kernels)
             return self.convs.conv_1(first.adn(fused))
         up = self.upsample(x)
         size = up.shape[2:]
         resized = [F.interpolate(s, size=size, mode="nearest") for s in skips]
         return self.convs(torch.cat([up] + resized, dim=1))
+
+
+def _all_equal(kept: List[torch.Tensor], current: List[torch.Tensor]) -> bool:
+    """Whether two lists of tensors match in shape, dtype, device and every value."""
+    if len(kept) != len(current):
+        return False
+    for a, b in zip(kept, current):
+        if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+            return False
+    return all(torch.equal(a, b) for a, b in zip(kept, current))
 
 
 @register_network("xunet", "crossbasicunet", "cross_basic_unet")

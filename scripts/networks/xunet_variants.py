@@ -29,7 +29,7 @@ finer levels) and only resizes ``out_chns``-channel results -- exact, and the wi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import List
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -103,8 +103,11 @@ class UpCatAllSE(UpCatAll):
                 channels = int(s.shape[1])
                 scaled.append(_scale(s, weights.narrow(1, offset, channels)))
                 offset += channels
+            kernels: Optional[Dict[str, torch.Tensor]] = None
+            if not torch.jit.is_scripting():
+                kernels = self.kernel_store(scaled_up, scaled)
             first = self.convs.conv_0
-            fused = cross_level_conv(scaled_up, scaled, first.conv.weight, first.conv.bias)
+            fused = cross_level_conv(scaled_up, scaled, first.conv.weight, first.conv.bias, kernels)
             return self.convs.conv_1(first.adn(fused))
         resized = [F.interpolate(s, size=size, mode="nearest") for s in skips]
         cat = torch.cat([up] + resized, dim=1)
