@@ -211,7 +211,9 @@ def fold_choices(net, x):
         for name in STAGES:
             stage = getattr(net, name)
             choices.append(
-                xunet_module.upsample_folding_pays(current, stage.upsample.deconv.weight, stage.convs.conv_0.conv.weight)
+                xunet_module.upsample_folding_pays(
+                    current, stage.upsample.deconv.weight, stage.convs.conv_0.conv.weight
+                )
             )
             current = stage(current, levels)
     return choices
@@ -249,6 +251,13 @@ def test_kernels_kept_under_autocast_are_not_used_without_it():
         assert low_precision.dtype == torch.bfloat16
         assert torch.allclose(low_precision.float(), ref, atol=0.1 * ref.abs().max().item())
         assert torch.allclose(full_precision, ref, atol=1e-5 * ref.abs().max().item())
+
+
+def test_shapes_are_traced_on_the_meta_device_without_keeping_kernels():
+    net = XUNet(2, 1, 2, features=TINY).to("meta").eval()
+    with torch.no_grad():
+        assert net(torch.empty(1, 1, 48, 40, device="meta")).shape == (1, 2, 48, 40)
+    assert kept_kernels(net) == {}
 
 
 def test_training_keeps_no_kernels_and_copies_start_without_them():

@@ -142,8 +142,8 @@ class UpCatAll(nn.Module):
         from: any change (an optimiser step, ``load_state_dict``, an in-place edit through ``.data``, which no
         version counter sees) composes them anew, so a reuse can never give a stale result.
         """
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return None
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or x.device.type == "meta":
+            return None  # meta tensors (shape and cost tracing) have no values to compare or keep
         weights = [w.detach() for w in self.composed_from()]
         state = self._inference_kernels
         if state is not None and not _all_equal(state[0], weights):
@@ -154,7 +154,9 @@ class UpCatAll(nn.Module):
         # every choice the fast path makes (which parts fold, transposed or class convolution) follows from the
         # shapes, batch size included, and autocast composes kernels in its own dtype: kernels are kept per both
         device = x.device.type
-        autocast = str(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else "off"
+        autocast = "off"
+        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            autocast = str(torch.get_autocast_dtype(device))
         key = str([list(x.shape)] + [list(s.shape) for s in skips]) + f" {x.dtype} autocast {autocast}"
         stores = state[1]
         if key not in stores:
