@@ -197,7 +197,11 @@ def _child(network: str, setting: str, mode: str, repeats: int, device: str, pre
         f"--device={device}",
         f"--precision={precision}",
     ]
-    out = subprocess.run(cmd, cwd=BUNDLE_ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(cmd, cwd=BUNDLE_ROOT, capture_output=True, text=True)
+    if out.returncode != 0:  # one failing measurement (e.g. a compiler error) is reported, not fatal to the rest
+        lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
+        error = lines[-1].strip() if lines else f"exit status {out.returncode}"
+        return {"network": network, "setting": setting, "mode": mode, "error": error}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -284,6 +288,11 @@ def _by_round(rows: list[dict], setting: str) -> dict:
     return by
 
 
+def _error(runs: dict) -> str | None:
+    """The error of the first failed round in ``runs``, or None."""
+    return next((r["error"] for r in runs.values() if "error" in r), None)
+
+
 def _median(runs: dict, key: str) -> float:
     return statistics.median(r[key] for r in runs.values())
 
@@ -322,17 +331,29 @@ def _format(rows: list[dict], bundle: dict | None, meta: dict) -> str:
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         by = _by_round(rows, setting)
+        errors = []
         for net in dict.fromkeys(r["network"] for r in rows if r["setting"] == setting):
             if (net, "forward") not in by or (net, "train") not in by:
                 continue
             f, t = by[(net, "forward")], by[(net, "train")]
             bf, bt = by[("basicunet", "forward")], by[("basicunet", "train")]
-            lines.append(
-                f"| {net} | {_median(f, 'median_s'):.3f} | {_ratio(f, bf, 'median_s')} | "
-                f"{_median(t, 'median_s'):.3f} | {_ratio(t, bt, 'median_s')} | {_median(t, 'peak_mem_mb'):.0f} | "
-                f"{_ratio(t, bt, 'peak_mem_mb')} |"
-            )
-        if ("xunet_straightforward", "train") in by and ("xunet_fast", "train") in by:
+            cells = []
+            for mode, runs, base in (("forward", f, bf), ("forward+backward", t, bt)):
+                error = _error(runs)
+                if error:
+                    errors.append(f"{net}, {mode}: `{error}`")
+                    cells.append("failed | - | - | - |" if mode == "forward+backward" else "failed | - | ")
+                else:
+                    cells.append(f"{_median(runs, 'median_s'):.3f} | {_ratio(runs, base, 'median_s')} | ")
+                    if mode == "forward+backward":
+                        cells.append(f"{_median(runs, 'peak_mem_mb'):.0f} | {_ratio(runs, base, 'peak_mem_mb')} |")
+            lines.append(f"| {net} | " + "".join(cells))
+        if errors:
+            lines += ["", "Failed: " + "; ".join(errors) + "."]
+        fast_and_slow = [
+            by.get((n, m), {}) for n in ("xunet_straightforward", "xunet_fast") for m in ("forward", "train")
+        ]
+        if all(runs and not _error(runs) for runs in fast_and_slow):
             slow, fast = by[("xunet_straightforward", "train")], by[("xunet_fast", "train")]
             slow_f, fast_f = by[("xunet_straightforward", "forward")], by[("xunet_fast", "forward")]
             lines += [
@@ -386,21 +407,21 @@ def run(
                 for mode in ("forward", "train"):
                     row = _child(network, setting, mode, repeats, device, precision)
                     row["round"] = round_index
-                    print(
-                        f"{round_index} {setting:7s} {network:22s} {mode:8s} {row['median_s']:8.3f} s  "
-                        f"{row['peak_mem_mb']:8.0f} MB",
-                        flush=True,
+                    result = (
+                        f"failed: {row['error']}"
+                        if "error" in row
+                        else f"{row['median_s']:8.3f} s  {row['peak_mem_mb']:8.0f} MB"
                     )
+                    print(f"{round_index} {setting:7s} {network:22s} {mode:8s} {result}", flush=True)
                     rows.append(row)
     bundle = None
     if bundle_epoch:
         data = dataset_dir or str(BUNDLE_ROOT.parent / "shared" / "data" / "Task04_Hippocampus")
         bundle = bundle_timings(data)
+    measured_on = next((r["device"] for r in rows if "device" in r), "cpu")
     meta = {
         "command": "python -m research.benchmark run " + " ".join(sys.argv[2:]),
-        "device": (
-            rows[0]["device"] if rows[0]["device"] != "cpu" else f"CPU ({platform.processor() or platform.machine()})"
-        ),
+        "device": (measured_on if measured_on != "cpu" else f"CPU ({platform.processor() or platform.machine()})"),
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "repeats": repeats,
@@ -409,7 +430,7 @@ def run(
         "date": time.strftime("%Y-%m-%d"),
         "memory_note": (
             "CUDA max_memory_allocated"
-            if rows[0]["device"].startswith("cuda")
+            if measured_on.startswith("cuda")
             else "growth of peak RSS over the process size after building model and input (CPU)"
         ),
     }

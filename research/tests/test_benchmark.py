@@ -44,6 +44,32 @@ def test_table_reports_ratios_to_basicunet():
     assert "| fast float32 | 50.0 | 0.400 |" in text and "| straightforward float32 | 100.0 | 1.000 |" in text
 
 
+def test_a_failed_measurement_is_reported_in_the_table_and_the_others_kept(monkeypatch, tmp_path):
+    monkeypatch.setitem(benchmark.SETTINGS, "tiny", TINY)
+    monkeypatch.setattr(benchmark, "BUNDLE_ROOT", tmp_path)
+
+    def child(network, setting, mode, repeats, device, precision="float32"):
+        if network == "xunet_fast" and mode == "train":
+            return {"network": network, "setting": setting, "mode": mode, "error": "InductorError: boom"}
+        seconds = {"basicunet": 1.0, "xunet_fast": 1.5, "xunet_straightforward": 4.0}[network]
+        return {
+            "network": network,
+            "setting": setting,
+            "mode": mode,
+            "median_s": seconds,
+            "peak_mem_mb": 10.0,
+            "device": "cpu",
+        }
+
+    monkeypatch.setattr(benchmark, "_child", child)
+    benchmark.run(settings=("tiny",), bundle_epoch=False, out_md="b.md", out_json="b.json")
+    text = (tmp_path / "b.md").read_text()
+    assert "| xunet_fast | 1.500 | 1.50 | failed | - | - | - |" in text
+    assert "| xunet_straightforward | 4.000 | 4.00 | 4.000 | 4.00 | 10 | 1.00 |" in text
+    assert "Failed: xunet_fast, forward+backward: `InductorError: boom`." in text
+    assert "Fast vs straightforward" not in text  # no ratio from a failed measurement
+
+
 def test_multiply_adds_are_counted_without_computing():
     rows = [benchmark.count_macs(net, "bundle") for net in benchmark.NETWORKS]
     by = {r["network"]: r for r in rows}
