@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -199,8 +200,10 @@ def _child(network: str, setting: str, mode: str, repeats: int, device: str, pre
     ]
     out = subprocess.run(cmd, cwd=BUNDLE_ROOT, capture_output=True, text=True)
     if out.returncode != 0:  # one failing measurement (e.g. a compiler error) is reported, not fatal to the rest
-        lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
-        error = lines[-1].strip() if lines else f"exit status {out.returncode}"
+        lines = [line.strip() for line in out.stderr.strip().splitlines() if line.strip()]
+        # the exception's own line, not the hints some libraries print after it
+        errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+        error = (errors or lines or [f"exit status {out.returncode}"])[-1]
         return {"network": network, "setting": setting, "mode": mode, "error": error}
     return json.loads(out.stdout.strip().splitlines()[-1])
 

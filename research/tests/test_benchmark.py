@@ -70,6 +70,19 @@ def test_a_failed_measurement_is_reported_in_the_table_and_the_others_kept(monke
     assert "Fast vs straightforward" not in text  # no ratio from a failed measurement
 
 
+def test_a_failed_child_reports_the_exception_line_not_the_hints_after_it(monkeypatch):
+    stderr = (
+        "Traceback (most recent call last):\n  ...\n"
+        "torch._inductor.exc.InductorError: TypeError: cannot determine truth value of Relational\n\n"
+        "Set TORCHDYNAMO_VERBOSE=1 for the internal stack trace\n"
+    )
+    monkeypatch.setattr(
+        benchmark.subprocess, "run", lambda *a, **k: benchmark.subprocess.CompletedProcess(a, 1, "", stderr)
+    )
+    row = benchmark._child("xunet_fast_compiled", "bundle", "train", 1, "cpu")
+    assert row["error"] == "torch._inductor.exc.InductorError: TypeError: cannot determine truth value of Relational"
+
+
 def test_multiply_adds_are_counted_without_computing():
     rows = [benchmark.count_macs(net, "bundle") for net in benchmark.NETWORKS]
     by = {r["network"]: r for r in rows}
