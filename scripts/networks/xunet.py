@@ -135,8 +135,8 @@ class UpCatAll(nn.Module):
     @torch.jit.unused
     def kernel_store(self, x: torch.Tensor, skips: List[torch.Tensor]) -> Optional[Dict[str, torch.Tensor]]:
         """Where the fast path keeps the kernels it composes, for this stage's input shapes, input dtype and autocast
-        setting; None (compose at every
-        call) while gradients are recorded, since training changes the weights at every step.
+        setting; None (compose at every call) while gradients are recorded, since training changes the weights at
+        every step.
 
         The kept kernels are used only while every weight is still **equal** to the copy they were composed
         from: any change (an optimiser step, ``load_state_dict``, an in-place edit through ``.data``, which no
