@@ -10,7 +10,7 @@ from scripts.networks.cross_level_conv import (
     FINER,
     OTHER,
     SAME,
-    _interleave_add_by_class,
+    _interleave_add_by_gather,
     add_coarse_part_conv,
     coarse_part_conv,
     coarse_part_deconv,
@@ -93,8 +93,8 @@ def test_prefers_deconv_up_to_factor_four():
 
 
 @pytest.mark.parametrize("factors", [[2], [5], [3, 2], [2, 1, 4], [4, 3, 8]])
-def test_strided_interleave_equals_per_class_interleave(factors):
-    """The strided-view interleave (eager) against the per-class narrow version (what exporters trace)."""
+def test_strided_interleave_equals_gather_interleave(factors):
+    """The strided-view interleave (eager) against the gather version (what compilers and exporters trace)."""
     torch.manual_seed(len(factors))
     dims = len(factors)
     part = torch.randn((2, 3) + (3, 2, 4)[:dims], dtype=torch.float64)
@@ -102,8 +102,8 @@ def test_strided_interleave_equals_per_class_interleave(factors):
     classes = coarse_part_conv(part, weight, factors)
     base = torch.randn((2, 4) + tuple(n * s for n, s in zip(part.shape[2:], factors)), dtype=torch.float64)
     strided = interleave_add_(base.clone(), classes, factors)
-    per_class = _interleave_add_by_class(base.clone(), classes, factors)
-    assert torch.equal(strided, per_class)
+    gathered = _interleave_add_by_gather(base.clone(), classes, factors)
+    assert torch.equal(strided, gathered)
 
 
 @pytest.mark.parametrize("factors", [[2], [3, 2], [2, 1, 4]])

@@ -138,6 +138,29 @@ def reference_output(net, x):
     return out
 
 
+@pytest.mark.parametrize("fold", [True, False], ids=["upsampling-folded", "upsampling-computed"])
+def test_the_fast_path_compiles_as_one_graph_to_the_reference_values(fold, monkeypatch):
+    """torch.compile(fullgraph=True) traces the fast path, training and inference, without a graph break (one made
+    inductor recompile with symbolic shapes and fail in training), and the compiled network gives the
+    straightforward path's outputs and gradients. Factor-16 and factor-3 parts exercise the middle classes."""
+    monkeypatch.setattr(xunet_module, "upsample_folding_pays", lambda x, up_weight, weight: fold)
+    torch.manual_seed(2)
+    net = XUNet(2, 1, 3, features=(8, 8, 16, 16, 32, 8)).double().train()
+    x = torch.randn(2, 1, 48, 40, dtype=torch.float64)
+    out_ref, grads_ref = outputs_and_gradients(net, x, fast=False)
+    compiled = torch.compile(net.set_fast(True), fullgraph=True, backend="aot_eager")
+    net.zero_grad()
+    x_grad = x.clone().requires_grad_(True)
+    out = compiled(x_grad)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
+    assert max_relative_difference([out.detach()], [out_ref]) < 1e-10
+    assert max_relative_difference([x_grad.grad] + [p.grad for p in net.parameters()], grads_ref) < 1e-10
+    net.eval()
+    with torch.no_grad():
+        assert max_relative_difference([compiled(x)], [reference_output(net, x)]) < 1e-10
+    assert kept_kernels(net) == {}  # nothing is kept from inside a compiled graph
+
+
 @pytest.mark.parametrize("dims,shape", [(2, (2, 1, 33, 47)), (3, (1, 1, 19, 32, 24)), (3, (1, 1, 64, 32, 16))])
 @pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
 def test_inference_composes_the_kernels_once(dims, shape, context):

@@ -248,7 +248,8 @@ def interleave_add_(out: Tensor, classes: Tensor, factors: List[int]) -> Tensor:
     """Add the position classes of a coarse part into ``out`` in place, in one pass over ``out``.
 
     One strided add per combination of per-axis position groups (:func:`_axis_groups`): one in all for
-    factors of 2, at most ``2 ** dims`` otherwise.
+    factors of 2, at most ``2 ** dims`` otherwise. While a compiler or an exporter traces, one gather per axis
+    instead (:func:`_interleave_add_by_gather`), which they translate into one graph.
 
     Args:
         out: ``(B, C_out, n_0 * s_0, ...)`` contiguous accumulator (modified in place and returned).
@@ -257,7 +258,7 @@ def interleave_add_(out: Tensor, classes: Tensor, factors: List[int]) -> Tensor:
         factors: per-axis factors ``s``.
     """
     if _exporting():
-        return _interleave_add_by_class(out, classes, factors)
+        return _interleave_add_by_gather(out, classes, factors)
     for combo in _group_combinations(factors):
         target, source = _group_views(out, classes, factors, combo)
         target.add_(source)
@@ -265,7 +266,8 @@ def interleave_add_(out: Tensor, classes: Tensor, factors: List[int]) -> Tensor:
 
 
 def _exporting() -> bool:
-    """Whether an exporter is tracing (torch.export / ONNX), which cannot translate in-place strided views."""
+    """Whether a compiler or an exporter is tracing (torch.compile, torch.export, ONNX): none of them translates
+    the in-place strided views of the eager interleave (they break a compiled graph in two)."""
     if torch.jit.is_scripting():
         return False
     return _tracing_for_export()
@@ -276,36 +278,37 @@ def _tracing_for_export() -> bool:
     return torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
 
 
-def _class_rows(factor: int) -> List[List[int]]:
-    """Per-axis ``[class, first position, number of positions, low-resolution offset]`` of every class."""
+def _class_positions(factor: int, low: int, length: int, device: torch.device) -> Tensor:
+    """Per-axis index, for each of the ``low * factor`` high-resolution positions, into the class convolution's
+    flattened ``(class, low-resolution output)`` axis of length ``classes * length``: position ``s * j + r`` reads
+    class 0 (first, ``r = 0``) at output ``j``, class 1 (last, ``r = s - 1``) at ``j + 1``, class 2 (middle) at
+    ``j``; with ``s = 1`` position ``p`` reads output ``p``."""
+    position = torch.arange(low * factor, device=device)
     if factor == 1:
-        return [[0, 0, 1, 0]]
-    if factor == 2:
-        return [[0, 0, 1, 0], [1, 1, 1, 1]]
-    return [[0, 0, 1, 0], [1, factor - 1, 1, 1], [2, 1, factor - 2, 0]]
+        return position
+    within = position % factor
+    last = (within == factor - 1).long()
+    cls = (within != 0).long() * (2 - last)  # 0 first, 1 last, 2 middle
+    return cls * length + torch.div(position, factor, rounding_mode="floor") + last
 
 
-def _interleave_add_by_class(out: Tensor, classes: Tensor, factors: List[int]) -> Tensor:
-    """:func:`interleave_add_` with one ``narrow`` add per class combination (up to ``3 ** dims``): slower, but
-    made only of ops that exporters translate."""
+def _interleave_add_by_gather(out: Tensor, classes: Tensor, factors: List[int]) -> Tensor:
+    """:func:`interleave_add_` as one gather (``index_select``) per axis and one add: no in-place strided views,
+    so compilers and exporters translate it, and its backward is a plain scatter-add."""
     dims = len(factors)
-    low = [int(out.shape[2 + d]) // factors[d] for d in range(dims)]
-    blocks = [int(out.shape[0]), int(out.shape[1])]
+    n_classes = [_num_classes(s) for s in factors]
+    lengths = [int(classes.shape[3 + d]) for d in range(dims)]
+    batch = int(classes.shape[0])
+    channels = int(classes.shape[2])
+    grouped = classes.reshape([batch] + n_classes + [channels] + lengths)  # (B, K_0, ..., C, L_0, ...)
+    order = [0, 1 + dims]  # to (B, C, K_0, L_0, K_1, L_1, ...): each axis's classes beside its outputs
     for d in range(dims):
-        blocks += [low[d], factors[d]]
-    out_blocks = out.view(blocks)  # (B, C, n_0, s_0, n_1, s_1, ...)
-    for combo in _combinations([_class_rows(s) for s in factors]):
-        index = 0
-        for d in range(dims):
-            index = index * _num_classes(factors[d]) + combo[d][0]
-        source = classes.select(1, index)
-        target = out_blocks
-        for d in range(dims):
-            row = combo[d]
-            source = source.narrow(2 + 2 * d, row[3], low[d]).unsqueeze(3 + 2 * d)
-            target = target.narrow(3 + 2 * d, row[1], row[2])
-        target.add_(source)  # broadcasts the middle class over its s - 2 positions
-    return out
+        order += [1 + d, 2 + dims + d]
+    gathered = grouped.permute(order).reshape([batch, channels] + [n_classes[d] * lengths[d] for d in range(dims)])
+    for d in range(dims):
+        low = int(out.shape[2 + d]) // factors[d]
+        gathered = gathered.index_select(2 + d, _class_positions(factors[d], low, lengths[d], out.device))
+    return out.add_(gathered)
 
 
 class _InterleaveAdd(torch.autograd.Function):
@@ -381,8 +384,8 @@ def _add_class_conv(out: Tensor, part: Tensor, class_kernels: Tensor, factors: L
     classes = _class_conv(part, class_kernels, len(factors))
     if not out.is_contiguous():
         out = out.contiguous()
-    if torch.jit.is_scripting() or not (out.requires_grad or classes.requires_grad):
-        return interleave_add_(out, classes, factors)
+    if torch.jit.is_scripting() or _exporting() or not (out.requires_grad or classes.requires_grad):
+        return interleave_add_(out, classes, factors)  # traced (compile, export): the gather, differentiated as usual
     return _interleave_add_autograd(out, classes, factors)
 
 
