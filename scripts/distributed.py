@@ -109,6 +109,9 @@ def handlers_for_this_rank(handlers: Sequence | None) -> list:
 def finalize_distributed() -> None:
     """Leave the process group (the overlays' ``finalize``)."""
     if dist.is_initialized():
+        # every rank finishes its outstanding collectives before any leaves: a rank that exits while a peer's Gloo
+        # work is still in flight can abort at interpreter shutdown
+        dist.barrier()
         dist.destroy_process_group()
     # ignite keeps the group it last saw: without this, engines built later in the same process would still ask
     # the destroyed group for their rank
