@@ -127,6 +127,19 @@ def _peak_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
 
+def _device(device: str) -> torch.device:
+    """``"auto"``: the GPU where CUDA is available, else the CPU; anything else as given (``"cuda:1"``)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} ({torch.get_num_threads()} threads)"
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -139,9 +152,7 @@ def measure(
     ``precision`` is the bundle's setting of that name (``float32`` or ``bfloat16`` autocast)."""
     from scripts.precision import with_autocast
 
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    dev = _device(device)
     cfg = _setting(setting)
     torch.manual_seed(0)
     model = _build(network, cfg).to(dev)
@@ -259,6 +270,7 @@ def bundle_timings(dataset_dir: str, repeats_volumes: int = 10, straightforward:
             network.set_fast(fast)
         start = time.perf_counter()
         workflow.run()
+        _sync(device)
         epoch_s = time.perf_counter() - start
         network.eval()
         engine_network = workflow.parser.get_parsed_content("engine_network")
@@ -268,8 +280,10 @@ def bundle_timings(dataset_dir: str, repeats_volumes: int = 10, straightforward:
         with torch.no_grad():
             for i in range(min(repeats_volumes, len(dataset))):
                 image = dataset[i]["image"][None].to(workflow.parser.get_parsed_content("device"))
+                _sync(image.device)
                 start = time.perf_counter()
                 inferer(image, engine_network)
+                _sync(image.device)
                 per_volume.append(time.perf_counter() - start)
         workflow.finalize()
         results[name] = {
@@ -637,7 +651,8 @@ def stages(settings=("bundle", "lgg"), repeats: int = 5, rounds: int = 3, out: s
 
 def _alternating_ratios(nets: dict, x: torch.Tensor, pairs: int) -> dict:
     """Seconds per pass of each network, forward (no gradients, eval mode) and one training step, with the
-    networks alternating pass by pass (the order swapped every pair) in this one process."""
+    networks alternating pass by pass (the order swapped every pair) in this one process; on a GPU each pass is
+    timed to its end (synchronised)."""
     optimizers = {name: torch.optim.SGD(net.parameters(), lr=1e-6) for name, net in nets.items()}
 
     def forward(name):
@@ -659,8 +674,10 @@ def _alternating_ratios(nets: dict, x: torch.Tensor, pairs: int) -> dict:
         for i in range(pairs):
             order = list(nets) if i % 2 == 0 else list(nets)[::-1]
             for name in order:
+                _sync(x.device)
                 start = time.perf_counter()
                 step(name)
+                _sync(x.device)
                 times[mode][name].append(time.perf_counter() - start)
     return times
 
@@ -670,19 +687,30 @@ def paired(
     pairs: int = 15,
     out_md: str = "research/results/benchmarks_paired.md",
     out_json: str = "research/results/benchmarks_paired.json",
+    device: str = "auto",
+    precision: str = "float32",
+    compiled: bool = False,
 ) -> str:
     """XUNet's fast path against BasicUNet in **one** process, the two alternating pass by pass: each ratio pairs
     two adjacent passes, so a machine whose speed drifts from one second to the next (shared CPUs) affects both
     sides of every ratio alike. Reports, per setting, the median seconds per pass and the median ratio with its
     interquartile range over ``pairs`` pairs, forward (inference, no gradients) and a training step. This is how a
-    long-running training or inference process meets the networks; :func:`run` measures each in a fresh process."""
+    long-running training or inference process meets the networks; :func:`run` measures each in a fresh process.
+
+    ``device``: ``"auto"`` (the GPU where there is one), ``"cpu"`` or ``"cuda"``; ``precision``: ``float32`` or
+    ``bfloat16`` autocast (the bundle's setting); ``compiled=True`` runs both networks through ``torch.compile``
+    (its compilation happens in the warm-up passes)."""
+    from scripts.precision import with_autocast
+
     if pairs < 2:
         raise ValueError(f"pairs must be 2 or more to give a spread of ratios, got {pairs}.")
+    dev = _device(device)
+    how = precision + (", both networks compiled (torch.compile, default mode)" if compiled else "")
     lines = [
         "# XUNet against BasicUNet, passes alternating in one process",
         "",
-        f"Produced by `python -m research.benchmark paired {' '.join(sys.argv[2:])}` on {platform.machine()} "
-        f"({torch.get_num_threads()} threads), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, float32. "
+        f"Produced by `python -m research.benchmark paired {' '.join(sys.argv[2:])}` on {_describe(dev)}, "
+        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, {how}. "
         f"Two warm-up passes each, then {pairs} pairs of passes (the order swapped every pair); ratio = XUNet fast / "
         "BasicUNet per pair: median (interquartile range). Forward = eval mode without gradients (inference); "
         "training step = forward, backward and an SGD step.",
@@ -695,8 +723,11 @@ def paired(
     for setting in settings:
         cfg = _setting(setting)
         torch.manual_seed(0)
-        nets = {name: _build(name, cfg) for name in ("basicunet", "xunet_fast")}
-        x = torch.randn(cfg["shape"])
+        nets = {}
+        for name in ("basicunet", "xunet_fast"):
+            model = _build(name, cfg).to(dev)
+            nets[name] = with_autocast(torch.compile(model) if compiled else model, precision)
+        x = torch.randn(cfg["shape"], device=dev)
         times = _alternating_ratios(nets, x, pairs)
         entry = {"setting": setting, "description": cfg["description"], "shape": cfg["shape"], "times_s": times}
         cells = []
@@ -714,7 +745,13 @@ def paired(
         lines.append(f"| {cfg['description']} | {cfg['shape']} | {list(cfg['features'])} | {cells[0]} | {cells[1]} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    meta = {"command": "python -m research.benchmark paired " + " ".join(sys.argv[2:]), "torch": torch.__version__}
+    meta = {
+        "command": "python -m research.benchmark paired " + " ".join(sys.argv[2:]),
+        "torch": torch.__version__,
+        "device": _describe(dev),
+        "precision": precision,
+        "compiled": compiled,
+    }
     Path(BUNDLE_ROOT / out_md).write_text(text)
     Path(BUNDLE_ROOT / out_json).write_text(json.dumps({"meta": meta, "settings": results}, indent=1) + "\n")
     return text

@@ -160,6 +160,26 @@ def test_paired_alternates_the_networks_and_reports_ratios_per_pair(monkeypatch,
         assert ratios[0] <= low <= ratios[1] <= high <= ratios[2]
 
 
+def test_paired_compiles_both_networks_and_runs_them_under_autocast_when_asked(monkeypatch, tmp_path):
+    monkeypatch.setitem(benchmark.SETTINGS, "tiny", TINY)
+    monkeypatch.setattr(benchmark, "BUNDLE_ROOT", tmp_path)
+    compiled = []
+    monkeypatch.setattr(benchmark.torch, "compile", lambda module: compiled.append(type(module).__name__) or module)
+    seen = []
+    original = benchmark._alternating_ratios
+    monkeypatch.setattr(
+        benchmark, "_alternating_ratios", lambda nets, x, pairs: seen.append(nets) or original(nets, x, 2)
+    )
+    text = benchmark.paired(
+        settings=("tiny",), pairs=2, device="cpu", precision="bfloat16", compiled=True, out_md="p.md", out_json="p.json"
+    )
+    assert sorted(compiled) == ["BasicUNet", "XUNet"]
+    assert all(type(net).__name__ == "AutocastForward" for net in seen[0].values())
+    assert "bfloat16, both networks compiled" in text
+    meta = json.loads((tmp_path / "p.json").read_text())["meta"]
+    assert meta["precision"] == "bfloat16" and meta["compiled"] is True
+
+
 def test_a_compiled_network_is_named_by_its_suffix_and_unknown_names_are_refused():
     assert type(benchmark._build("xunet_fast" + benchmark.COMPILED, TINY)).__name__ == "XUNet"
     with pytest.raises(ValueError, match="'xunet_fats' is none of"):
