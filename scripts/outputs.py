@@ -6,7 +6,8 @@ Inference writes one prediction per input into ``output_dir``. Each input gets a
 holds a file which is not this bundle's earlier prediction of the same input: which file is which, a record in
 ``output_dir`` (:data:`RECORD_NAME`) says, written as each prediction is saved. Training and evaluation write into
 their own folders (``ckpt_dir``, ``state_dir``, ``output_dir``, ``tensorboard_dir``): :func:`check_outside_dataset`
-refuses any of them inside the dataset they read.
+refuses any of them inside the dataset they read, and :func:`check_report_files` any evaluation report that would
+replace a file other than an earlier evaluation's report.
 """
 
 from __future__ import annotations
@@ -287,3 +288,64 @@ def check_output_dir(
             "new --output_dir (predictions of the same inputs in it may be replaced), or move these files away."
         )
     return out
+
+
+def _is_metrics_report(path: Path, kind: str, delimiter: str) -> bool:
+    """Whether ``path`` looks like a report MONAI's MetricsSaver wrote with ``delimiter``: ``"metrics"``, one
+    ``name<delimiter>value`` line per metric; ``"raw"``, a ``filename`` header; ``"summary"``, a ``class`` header."""
+    try:
+        if path.stat().st_size > 64 * 2**20:  # per-case reports of a few thousand cases stay far below this
+            return False
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if kind == "raw":
+        return bool(lines) and lines[0].split(delimiter)[0] == "filename"
+    if kind == "summary":
+        return bool(lines) and lines[0].split(delimiter)[0] == "class"
+    for line in lines:
+        fields = line.split(delimiter)
+        if len(fields) != 2:
+            return False
+        try:
+            float(fields[1])
+        except ValueError:
+            return False
+    return True
+
+
+def check_report_files(handlers: Sequence[Any], max_listed: int = 10) -> None:
+    """Evaluation's ``initialize`` check of the reports its MetricsSaver handlers will write (``metrics.csv``,
+    ``<metric>_raw.csv``, ``<metric>_summary.csv`` in their ``save_dir``, config id ``output_dir``), before any work.
+
+    MetricsSaver replaces files of those names. Refused: any that already exists and is not such a report (an
+    earlier evaluation's reports are replaced, as a rerun expects).
+
+    Args:
+        handlers: the evaluator's handlers (config id ``validate#handlers``); those that are not MetricsSaver are
+            ignored.
+        max_listed: how many files a message lists.
+    """
+    from monai.handlers import MetricsSaver
+
+    taken = []
+    for handler in handlers:
+        if not isinstance(handler, MetricsSaver):
+            continue
+        folder = Path(handler.save_dir)
+        reports = [("metrics.csv", "metrics")] if handler.metrics else []
+        for name in handler.metric_details or ():
+            reports.append((f"{name}_raw.csv", "raw"))
+            if handler.summary_ops:
+                reports.append((f"{name}_summary.csv", "summary"))
+        for file_name, kind in reports:
+            path = folder / file_name
+            if os.path.lexists(path) and not _is_metrics_report(path, kind, handler.deli):
+                taken.append(f"'{path}'")
+    if taken:
+        more = f"\n  ... and {len(taken) - max_listed} more" if len(taken) > max_listed else ""
+        raise ValueError(
+            f"evaluation would overwrite {len(taken)} file(s) that are not metric reports of an earlier "
+            "evaluation:\n  " + "\n  ".join(taken[:max_listed]) + more + "\nNothing was written. Pass an empty or "
+            "new --output_dir (reports of an earlier evaluation in it are replaced), or move these files away."
+        )

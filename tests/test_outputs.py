@@ -16,6 +16,7 @@ from scripts.outputs import (
     PredictionNames,
     check_output_dir,
     check_outside_dataset,
+    check_report_files,
     prediction_names,
     record_prediction,
 )
@@ -319,6 +320,84 @@ def test_evaluation_into_its_dataset_is_refused(hippocampus_dir, tmp_path, tiny_
         workflow.initialize()
     assert f"config id 'output_dir' is '{task / 'eval'}', which lies inside the dataset" in error_text(err.value)
     assert not (task / "eval").exists()
+
+
+def _metrics_saver(folder: Path):
+    from monai.handlers import MetricsSaver
+
+    return MetricsSaver(
+        save_dir=str(folder), metrics=["val_mean_dice"], metric_details=["val_mean_dice"], summary_ops="*"
+    )
+
+
+def test_an_earlier_evaluation_s_reports_may_be_replaced(tmp_path):
+    import torch
+    from monai.handlers.utils import write_metrics_reports
+
+    write_metrics_reports(
+        str(tmp_path),
+        images=["a.nii.gz", "b.nii.gz"],
+        metrics={"val_mean_dice": 0.8},
+        metric_details={"val_mean_dice": torch.tensor([[0.7, 0.9], [0.8, 0.8]])},
+        summary_ops="*",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "metrics.csv",
+        "val_mean_dice_raw.csv",
+        "val_mean_dice_summary.csv",
+    ]
+    check_report_files([object(), _metrics_saver(tmp_path)])  # other handlers are ignored
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("metrics.csv", "patient,volume\n1,2.5\n"),
+        ("val_mean_dice_raw.csv", "case,dice\na,0.5\n"),
+        ("val_mean_dice_summary.csv", "my notes"),
+        ("metrics.csv", None),  # a folder of that name
+    ],
+)
+def test_evaluation_reports_never_replace_other_files(tmp_path, name, content):
+    target = tmp_path / name
+    if content is None:
+        target.mkdir()
+    else:
+        target.write_text(content)
+    with pytest.raises(ValueError) as err:
+        check_report_files([_metrics_saver(tmp_path)])
+    message = str(err.value)
+    assert f"'{target}'" in message and "--output_dir" in message and "Nothing was written" in message
+    assert target.is_dir() if content is None else target.read_text() == content
+
+
+@pytest.mark.workflow
+def test_evaluation_into_a_folder_with_other_metrics_csv_is_refused(hippocampus_dir, tmp_path, tiny_ckpt):
+    from bundle_runs import CONFIGS, META, TINY_NET, error_text
+    from monai.bundle import ConfigWorkflow
+
+    from conftest import BUNDLE_ROOT
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "metrics.csv").write_text("the user's table")
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
+        meta_file=META,
+        workflow_type="eval",
+        bundle_root=str(BUNDLE_ROOT),
+        dataset_dir=str(hippocampus_dir),
+        ckpt_dir=str(tiny_ckpt),
+        output_dir=str(tmp_path / "results"),
+        network_options=TINY_NET,
+        patch_size=[32, 32, 32],
+        download=False,
+        device="cpu",
+        num_workers=0,
+    )
+    with pytest.raises(Exception) as err:
+        workflow.initialize()
+    assert f"'{tmp_path / 'results' / 'metrics.csv'}'" in error_text(err.value)
+    assert (tmp_path / "results" / "metrics.csv").read_text() == "the user's table"
 
 
 def test_an_extension_in_mixed_case_that_nibabel_cannot_read_says_so(tmp_path):
