@@ -233,7 +233,7 @@ def bundle_timings(dataset_dir: str, repeats_volumes: int = 10, straightforward:
 
     from scripts.precision import fast_precision
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device("auto")
     features = ConfigParser.load_config_file(BUNDLE_ROOT / "configs" / "train.json")["network_options"]["xunet"]
     basicunet = {"network_name": "basicunet", "network_options": {"basicunet": dict(features)}}
     # (row name, config overrides, fast XUNet path or None for a network without one, precision)

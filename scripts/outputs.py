@@ -234,6 +234,12 @@ def _is_prediction_of(target: Path, source: str) -> bool:
         return False
 
 
+def _listed(items: Sequence[str], max_listed: int) -> str:
+    """``items`` one per indented line, the first ``max_listed`` of them, then how many more there are."""
+    more = f"\n  ... and {len(items) - max_listed} more" if len(items) > max_listed else ""
+    return "\n  " + "\n  ".join(items[:max_listed]) + more
+
+
 def check_output_dir(
     output_dir: str | os.PathLike, names: PredictionNames, dataset_dir: Any = None, max_listed: int = 10
 ) -> Path:
@@ -281,11 +287,10 @@ def check_output_dir(
                 "a label map on that image's grid)"
             )
     if taken:
-        more = f"\n  ... and {len(taken) - max_listed} more" if len(taken) > max_listed else ""
         raise ValueError(
             f"output_dir '{out}' already holds {len(taken)} file(s) that the predictions of this run would "
-            "overwrite:\n  " + "\n  ".join(taken[:max_listed]) + more + "\nNothing was written. Pass an empty or "
-            "new --output_dir (predictions of the same inputs in it may be replaced), or move these files away."
+            "overwrite:" + _listed(taken, max_listed) + "\nNothing was written. Pass an empty or new --output_dir "
+            "(predictions of the same inputs in it may be replaced), or move these files away."
         )
     return out
 
@@ -343,9 +348,8 @@ def check_report_files(handlers: Sequence[Any], max_listed: int = 10) -> None:
             if os.path.lexists(path) and not _is_metrics_report(path, kind, handler.deli):
                 taken.append(f"'{path}'")
     if taken:
-        more = f"\n  ... and {len(taken) - max_listed} more" if len(taken) > max_listed else ""
         raise ValueError(
             f"evaluation would overwrite {len(taken)} file(s) that are not metric reports of an earlier "
-            "evaluation:\n  " + "\n  ".join(taken[:max_listed]) + more + "\nNothing was written. Pass an empty or "
-            "new --output_dir (reports of an earlier evaluation in it are replaced), or move these files away."
+            "evaluation:" + _listed(taken, max_listed) + "\nNothing was written. Pass an empty or new --output_dir "
+            "(reports of an earlier evaluation in it are replaced), or move these files away."
         )

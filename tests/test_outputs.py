@@ -294,28 +294,37 @@ def test_training_writing_inside_its_dataset_is_refused_before_any_work(hippocam
     assert _snapshot(task) == before
 
 
-@pytest.mark.workflow
-def test_evaluation_into_its_dataset_is_refused(hippocampus_dir, tmp_path, tiny_ckpt):
-    from bundle_runs import CONFIGS, META, TINY_NET, error_text
+def _tiny_evaluation(dataset_dir: Path, output_dir: Path, ckpt_dir: Path):
+    """evaluate.json over train.json with the tiny network's checkpoint, on the CPU (to be initialised)."""
+    from bundle_runs import CONFIGS, META, TINY_NET
     from monai.bundle import ConfigWorkflow
 
-    from conftest import BUNDLE_ROOT, msd_subset_folder
+    from conftest import BUNDLE_ROOT
 
-    task = msd_subset_folder(tmp_path / "Task", hippocampus_dir, ["hippocampus_001", "hippocampus_019"])
-    workflow = ConfigWorkflow(
+    return ConfigWorkflow(
         config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
         meta_file=META,
         workflow_type="eval",
         bundle_root=str(BUNDLE_ROOT),
-        dataset_dir=str(task),
-        ckpt_dir=str(tiny_ckpt),
-        output_dir=str(task / "eval"),
+        dataset_dir=str(dataset_dir),
+        ckpt_dir=str(ckpt_dir),
+        output_dir=str(output_dir),
         network_options=TINY_NET,
         patch_size=[32, 32, 32],
         download=False,
         device="cpu",
         num_workers=0,
     )
+
+
+@pytest.mark.workflow
+def test_evaluation_into_its_dataset_is_refused(hippocampus_dir, tmp_path, tiny_ckpt):
+    from bundle_runs import error_text
+
+    from conftest import msd_subset_folder
+
+    task = msd_subset_folder(tmp_path / "Task", hippocampus_dir, ["hippocampus_001", "hippocampus_019"])
+    workflow = _tiny_evaluation(task, task / "eval", tiny_ckpt)
     with pytest.raises(Exception) as err:
         workflow.initialize()
     assert f"config id 'output_dir' is '{task / 'eval'}', which lies inside the dataset" in error_text(err.value)
@@ -373,27 +382,11 @@ def test_evaluation_reports_never_replace_other_files(tmp_path, name, content):
 
 @pytest.mark.workflow
 def test_evaluation_into_a_folder_with_other_metrics_csv_is_refused(hippocampus_dir, tmp_path, tiny_ckpt):
-    from bundle_runs import CONFIGS, META, TINY_NET, error_text
-    from monai.bundle import ConfigWorkflow
-
-    from conftest import BUNDLE_ROOT
+    from bundle_runs import error_text
 
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "metrics.csv").write_text("the user's table")
-    workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
-        meta_file=META,
-        workflow_type="eval",
-        bundle_root=str(BUNDLE_ROOT),
-        dataset_dir=str(hippocampus_dir),
-        ckpt_dir=str(tiny_ckpt),
-        output_dir=str(tmp_path / "results"),
-        network_options=TINY_NET,
-        patch_size=[32, 32, 32],
-        download=False,
-        device="cpu",
-        num_workers=0,
-    )
+    workflow = _tiny_evaluation(hippocampus_dir, tmp_path / "results", tiny_ckpt)
     with pytest.raises(Exception) as err:
         workflow.initialize()
     assert f"'{tmp_path / 'results' / 'metrics.csv'}'" in error_text(err.value)
